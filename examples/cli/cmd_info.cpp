@@ -1,0 +1,115 @@
+// deepseek-cli info --model DIR [--json]: architecture, layers, parameters (total, activated per
+// token, MTP apart), dtypes and bytes on disk, KV-cache bytes per token (MLA latent vs the
+// equivalent full multi-head cache). Works on config-only directories.
+#include "command.hpp"
+
+#include <deepseek/io/checkpoint.hpp>
+#include <deepseek/models/model_info.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <map>
+#include <string>
+
+namespace {
+
+std::string billions(int64_t n) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.2fB", double(n) / 1e9);
+  return buf;
+}
+
+int run_info(int argc, char** argv) {
+  using namespace deepseek;
+  cli::Args args(argc, argv, {"json"}, {"model"});
+  if (args.help()) {
+    std::printf("usage: deepseek-cli info --model DIR [--json]\n");
+    return 0;
+  }
+  auto ckpt = io::Checkpoint::open(args.required("model"));
+  const io::ModelConfig& c = ckpt->config();
+  const models::ModelInfo m = models::model_info(c);
+
+  std::map<std::string, std::pair<int64_t, int64_t>> by_dtype;  // dtype -> (tensors, bytes)
+  int64_t tensor_bytes = 0;
+  for (const auto& name : ckpt->names()) {
+    const io::TensorInfo* t = ckpt->find(name);
+    auto& e = by_dtype[dtype_name(t->dtype)];
+    e.first += 1;
+    e.second += int64_t(t->end - t->begin);
+    tensor_bytes += int64_t(t->end - t->begin);
+  }
+
+  nlohmann::ordered_json j;
+  j["architecture"] = c.architecture;
+  j["model_type"] = c.model_type;
+  j["layers"] = {{"total", c.num_hidden_layers}, {"dense", m.dense_layers}, {"moe", m.moe_layers},
+                 {"mtp", c.num_nextn_predict_layers}};
+  j["attention"] = c.use_mla ? nlohmann::ordered_json{{"kind", c.has_indexer() ? "MLA+DSA" : "MLA"},
+                                                      {"heads", c.num_attention_heads},
+                                                      {"q_lora_rank", c.q_lora_rank},
+                                                      {"kv_lora_rank", c.kv_lora_rank},
+                                                      {"qk_nope_head_dim", c.qk_nope_head_dim},
+                                                      {"qk_rope_head_dim", c.qk_rope_head_dim},
+                                                      {"v_head_dim", c.v_head_dim}}
+                             : nlohmann::ordered_json{{"kind", "MHA"},
+                                                      {"heads", c.num_attention_heads},
+                                                      {"kv_heads", c.num_key_value_heads},
+                                                      {"head_dim", c.head_dim}};
+  if (c.has_moe())
+    j["moe"] = {{"routed_experts", c.n_routed_experts}, {"shared_experts", c.n_shared_experts},
+                {"experts_per_token", c.num_experts_per_tok}, {"groups", c.n_group}, {"topk_group", c.topk_group},
+                {"topk_method", c.topk_method}, {"scoring_func", c.scoring_func},
+                {"moe_intermediate_size", c.moe_intermediate_size}};
+  j["parameters"] = {{"total", m.params_total}, {"activated_per_token", m.params_activated},
+                     {"mtp_unique", m.mtp_params_unique}, {"mtp_embedding_and_head_copies", m.mtp_params_copies},
+                     {"mtp_activated_per_token", m.mtp_params_activated}};
+  j["kv_cache_bytes_per_token_bf16"] = {{"latent", m.kv_bytes_per_token_bf16}, {"full_mha", m.full_kv_bytes_per_token_bf16}};
+  nlohmann::ordered_json w = {{"files", ckpt->num_files()}, {"tensors", ckpt->names().size()}, {"bytes", tensor_bytes}};
+  for (auto& [dt, e] : by_dtype) w["dtypes"][dt] = {{"tensors", e.first}, {"bytes", e.second}};
+  j["weights"] = w;
+
+  if (args.flag("json")) {
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+  }
+  std::printf("architecture   %s (%s)\n", c.architecture.c_str(), c.model_type.c_str());
+  std::printf("layers         %d (%d dense, %d MoE) + %d MTP module(s)\n", c.num_hidden_layers, m.dense_layers,
+              m.moe_layers, c.num_nextn_predict_layers);
+  if (c.use_mla)
+    std::printf("attention      %s: %d heads, q_lora_rank %lld, kv_lora_rank %lld, qk nope/rope %lld/%lld, v %lld\n",
+                c.has_indexer() ? "MLA + DSA indexer" : "MLA", c.num_attention_heads, (long long)c.q_lora_rank,
+                (long long)c.kv_lora_rank, (long long)c.qk_nope_head_dim, (long long)c.qk_rope_head_dim,
+                (long long)c.v_head_dim);
+  else
+    std::printf("attention      MHA: %d heads (%d KV), head_dim %lld\n", c.num_attention_heads, c.num_key_value_heads,
+                (long long)c.head_dim);
+  if (c.has_moe())
+    std::printf("moe            %d routed (top-%d, %s %s, %d groups keep %d) + %d shared, width %lld\n",
+                c.n_routed_experts, c.num_experts_per_tok, c.topk_method.c_str(), c.scoring_func.c_str(), c.n_group,
+                c.topk_group, c.n_shared_experts, (long long)c.moe_intermediate_size);
+  std::printf("parameters     %s total, %s activated per token (main model)\n", billions(m.params_total).c_str(),
+              billions(m.params_activated).c_str());
+  if (c.num_nextn_predict_layers)
+    std::printf("               MTP: %s unique + %s embedding/head copies, %s activated per token\n",
+                billions(m.mtp_params_unique).c_str(), billions(m.mtp_params_copies).c_str(),
+                billions(m.mtp_params_activated).c_str());
+  std::printf("kv cache       %lld bytes/token (bf16 %s) vs %lld for a full multi-head cache (%.1fx)\n",
+              (long long)m.kv_bytes_per_token_bf16, c.use_mla ? "latent c_kv + k_pe" : "K + V",
+              (long long)m.full_kv_bytes_per_token_bf16,
+              double(m.full_kv_bytes_per_token_bf16) / double(m.kv_bytes_per_token_bf16));
+  if (ckpt->has_weights()) {
+    std::printf("weights        %zu tensors in %zu file(s), %.3f GB\n", ckpt->names().size(), ckpt->num_files(),
+                double(tensor_bytes) / 1e9);
+    for (auto& [dt, e] : by_dtype)
+      std::printf("               %-8s %6lld tensors %12.3f MB\n", dt.c_str(), (long long)e.first, double(e.second) / 1e6);
+  } else {
+    std::printf("weights        none (config-only directory)\n");
+  }
+  return 0;
+}
+
+}  // namespace
+
+DEEPSEEK_CLI_COMMAND("info", "architecture, parameters, dtypes and KV-cache size of a checkpoint", run_info);

@@ -1,0 +1,63 @@
+// A read-only memory map of a whole file (POSIX mmap). Checkpoint tensors are views into it, so
+// a 700 GB checkpoint costs no copy and pages in as kernels touch it.
+#pragma once
+
+#include "deepseek/core/error.hpp"
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace deepseek::io {
+
+class MappedFile {
+ public:
+  static std::shared_ptr<MappedFile> open(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw Error(std::string("cannot open: ") + std::strerror(errno), in_file(path));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      throw Error("not a regular file", in_file(path));
+    }
+    auto f = std::shared_ptr<MappedFile>(new MappedFile());
+    f->path_ = path;
+    f->size_ = static_cast<size_t>(st.st_size);
+    if (f->size_ > 0) {
+      void* p = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p == MAP_FAILED) {
+        const int err = errno;
+        ::close(fd);
+        throw Error(std::string("mmap failed: ") + std::strerror(err), in_file(path));
+      }
+      f->data_ = static_cast<const uint8_t*>(p);
+    }
+    ::close(fd);
+    return f;
+  }
+
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  ~MappedFile() {
+    if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  }
+
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  MappedFile() = default;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  std::string path_;
+};
+
+}  // namespace deepseek::io

@@ -1,0 +1,127 @@
+// Weights: name -> tensor lookup scoped to a prefix ("model.layers.3.self_attn."), with shape
+// checks and errors that name the tensor, the expected and the found shape, and suggest the
+// nearest existing name when a tensor is missing.
+//
+// FP8 checkpoints pair every quantized `X.weight` (f8_e4m3, [out, in]) with `X.weight_scale_inv`
+// (f32, [ceil(out/128), ceil(in/128)]); `matrix()` returns both as one BlockQuantMatrix, so blocks
+// see a bf16, f32 or FP8 weight through one type and the kernel dequantizes on the fly.
+#pragma once
+
+#include "deepseek/core/error.hpp"
+#include "deepseek/core/tensor.hpp"
+#include "deepseek/io/checkpoint.hpp"
+
+#include <algorithm>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace deepseek::io {
+
+// A [rows, cols] weight in its stored dtype; for f8_e4m3, `scale_inv` holds one f32 multiplier per
+// block_rows x block_cols block (edge blocks partial), W = fp8(Wq) * scale_inv[i/br, j/bc].
+struct BlockQuantMatrix {
+  TensorView weight;
+  TensorView scale_inv;  // empty unless weight is f8_e4m3
+  int block_rows = 128, block_cols = 128;
+
+  int64_t rows() const { return weight.dim(0); }
+  int64_t cols() const { return weight.dim(1); }
+};
+
+namespace detail {
+inline size_t edit_distance(const std::string& a, const std::string& b, size_t cap) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    size_t row_min = cur[0];
+    for (size_t j = 1; j <= b.size(); ++j) {
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1])});
+      row_min = std::min(row_min, cur[j]);
+    }
+    if (row_min > cap) return cap + 1;
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+}  // namespace detail
+
+class Weights {
+ public:
+  Weights() = default;
+  Weights(std::shared_ptr<const Checkpoint> ckpt, std::string prefix = {}) : ckpt_(std::move(ckpt)), prefix_(std::move(prefix)) {}
+
+  // A view scoped one level deeper: w.sub("self_attn") looks names up under "<prefix>self_attn.".
+  Weights sub(const std::string& p) const { return Weights(ckpt_, prefix_ + p + "."); }
+  const std::string& prefix() const { return prefix_; }
+  const Checkpoint& checkpoint() const { return *ckpt_; }
+
+  bool has(const std::string& name) const { return ckpt_->find(prefix_ + name) != nullptr; }
+
+  TensorView get(const std::string& name) const {
+    const std::string full = prefix_ + name;
+    if (!ckpt_->find(full)) {
+      std::string msg = "missing tensor";
+      const std::string near = nearest(full);
+      if (!near.empty()) msg += " (nearest existing name: " + near + ")";
+      throw Error(msg, at_tensor(full, ckpt_->dir()));
+    }
+    return ckpt_->view(full);
+  }
+
+  TensorView get(const std::string& name, const Shape& expected) const {
+    TensorView v = get(name);
+    if (v.shape() != expected)
+      throw Error("expected shape " + expected.str() + " but the checkpoint has " + v.shape().str(),
+                  at_tensor(prefix_ + name, ckpt_->file_of(prefix_ + name)));
+    return v;
+  }
+
+  TensorView get(const std::string& name, const Shape& expected, std::initializer_list<DType> allowed) const {
+    TensorView v = get(name, expected);
+    if (std::find(allowed.begin(), allowed.end(), v.dtype()) == allowed.end())
+      throw Error(std::string("unsupported dtype ") + dtype_name(v.dtype()) + " for this tensor",
+                  at_tensor(prefix_ + name, ckpt_->file_of(prefix_ + name)));
+    return v;
+  }
+
+  // `<name>.weight` of shape [rows, cols] in f32, bf16 or f8_e4m3 (+ `<name>.weight_scale_inv`).
+  BlockQuantMatrix matrix(const std::string& name, int64_t rows, int64_t cols) const {
+    BlockQuantMatrix m;
+    m.weight = get(name + ".weight", Shape{rows, cols}, {DType::f32, DType::bf16, DType::f8_e4m3});
+    if (m.weight.dtype() == DType::f8_e4m3) {
+      const auto& q = ckpt_->config().quantization;
+      m.block_rows = q.block_rows;
+      m.block_cols = q.block_cols;
+      const int64_t sr = (rows + m.block_rows - 1) / m.block_rows, sc = (cols + m.block_cols - 1) / m.block_cols;
+      if (!has(name + ".weight_scale_inv"))
+        throw Error("f8_e4m3 weight without its weight_scale_inv", at_tensor(prefix_ + name + ".weight", ckpt_->dir()));
+      m.scale_inv = get(name + ".weight_scale_inv", Shape{sr, sc}, {DType::f32});
+    } else if (has(name + ".weight_scale_inv")) {
+      throw Error(std::string("weight_scale_inv present but the weight is ") + dtype_name(m.weight.dtype()) + ", not f8_e4m3",
+                  at_tensor(prefix_ + name + ".weight", ckpt_->dir()));
+    }
+    return m;
+  }
+
+ private:
+  std::string nearest(const std::string& full) const {
+    std::string best;
+    size_t best_d = std::max<size_t>(full.size() / 3, 3);
+    for (const auto& n : ckpt_->names()) {
+      const size_t d = detail::edit_distance(full, n, best_d);
+      if (d <= best_d) {
+        if (d < best_d || best.empty()) best = n;
+        best_d = d;
+      }
+    }
+    return best;
+  }
+
+  std::shared_ptr<const Checkpoint> ckpt_;
+  std::string prefix_;
+};
+
+}  // namespace deepseek::io

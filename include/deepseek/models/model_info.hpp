@@ -1,0 +1,104 @@
+// Sizes that follow from a ModelConfig alone: parameter counts (total, activated per token, MTP
+// apart) and KV-cache bytes per token. `deepseek-cli info` prints them; they need no weights.
+//
+// Counting rules (per decoder layer, H heads, d = hidden_size):
+//   MLA   q: d*q_lora + q_lora (q_a_layernorm) + q_lora*H*(nope+rope)   [or d*H*(nope+rope) without q_lora]
+//         kv_a: d*(kv_lora+rope), kv_a_layernorm: kv_lora, kv_b: kv_lora*H*(nope+v), o: H*v*d
+//         V3.2 indexer: q_lora*nI*dI + d*dI + 2*dI (k_norm) + d*nI
+//   MHA   q, o: d*H*hd each; k, v: d*KVH*hd each (+ biases when attention_bias)
+//   norms 2*d; dense MLP 3*d*intermediate; MoE gate E*d (+E bias for noaux_tc),
+//         experts E*3*d*moe_inter, shared 3*d*moe_inter*n_shared
+// Activated per token counts top-k routed experts instead of all E and the lm_head but not the
+// embedding table, of which a token reads one row (DeepSeek's convention: V2-Lite "2.4B
+// activated", V3 "37B"). MTP modules: enorm, hnorm, eh_proj [d, 2d], one MoE
+// decoder layer and shared_head.norm ("unique"), plus their embedding and head copies.
+#pragma once
+
+#include "deepseek/io/config.hpp"
+
+#include <cstdint>
+
+namespace deepseek::models {
+
+struct ModelInfo {
+  int dense_layers = 0, moe_layers = 0;
+  int64_t params_total = 0;        // main model, embedding and lm_head included
+  int64_t params_activated = 0;    // per token
+  int64_t mtp_params_unique = 0;   // all MTP modules, without their embedding/head copies
+  int64_t mtp_params_copies = 0;   // the embedding and shared_head.head copies they carry
+  int64_t mtp_params_activated = 0;
+  int64_t kv_values_per_token_layer = 0;       // what our cache stores (MLA latent or MHA K+V)
+  int64_t full_kv_values_per_token_layer = 0;  // K and V expanded per head (naive MHA cache)
+  int64_t kv_bytes_per_token_bf16 = 0;         // over all main layers
+  int64_t full_kv_bytes_per_token_bf16 = 0;
+};
+
+namespace detail {
+struct LayerParams {
+  int64_t total = 0, activated = 0;
+};
+
+inline LayerParams layer_params(const io::ModelConfig& c, int layer) {
+  const int64_t d = c.hidden_size, H = c.num_attention_heads;
+  int64_t attn = 0;
+  if (c.use_mla) {
+    const int64_t qk = c.qk_head_dim();
+    attn += c.q_lora_rank > 0 ? d * c.q_lora_rank + c.q_lora_rank + c.q_lora_rank * H * qk : d * H * qk;
+    attn += d * (c.kv_lora_rank + c.qk_rope_head_dim) + c.kv_lora_rank;
+    attn += c.kv_lora_rank * H * (c.qk_nope_head_dim + c.v_head_dim) + H * c.v_head_dim * d;
+    if (c.has_indexer())
+      attn += c.q_lora_rank * c.index_n_heads * c.index_head_dim + d * c.index_head_dim + 2 * c.index_head_dim +
+              d * c.index_n_heads;
+  } else {
+    const int64_t hd = c.head_dim, kvh = c.num_key_value_heads;
+    attn += 2 * d * H * hd + 2 * d * kvh * hd;
+    if (c.attention_bias) attn += H * hd + 2 * kvh * hd + d;
+  }
+  LayerParams p;
+  p.total = p.activated = attn + 2 * d;
+  if (c.is_moe_layer(layer)) {
+    const int64_t expert = 3 * d * c.moe_intermediate_size;
+    const int64_t gate = int64_t(c.n_routed_experts) * d + (c.topk_method == "noaux_tc" ? c.n_routed_experts : 0);
+    const int64_t shared = expert * c.n_shared_experts;
+    p.total += gate + shared + expert * c.n_routed_experts;
+    p.activated += gate + shared + expert * c.num_experts_per_tok;
+  } else {
+    p.total += 3 * d * c.intermediate_size;
+    p.activated += 3 * d * c.intermediate_size;
+  }
+  return p;
+}
+}  // namespace detail
+
+inline ModelInfo model_info(const io::ModelConfig& c) {
+  ModelInfo m;
+  const int64_t d = c.hidden_size;
+  const int64_t embed = c.vocab_size * d;
+  const int64_t head = c.tie_word_embeddings ? 0 : c.vocab_size * d;
+  m.params_total = embed + head + d;  // + final norm
+  m.params_activated = (c.tie_word_embeddings ? embed : head) + d;
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    auto p = detail::layer_params(c, l);
+    m.params_total += p.total;
+    m.params_activated += p.activated;
+    (c.is_moe_layer(l) ? m.moe_layers : m.dense_layers) += 1;
+  }
+  for (int k = 0; k < c.num_nextn_predict_layers; ++k) {
+    auto p = detail::layer_params(c, c.num_hidden_layers + k);
+    const int64_t own = 3 * d + 2 * d * d;  // enorm, hnorm, shared_head.norm, eh_proj
+    m.mtp_params_unique += own + p.total;
+    m.mtp_params_activated += own + p.activated;
+    m.mtp_params_copies += embed + c.vocab_size * d;
+  }
+  if (c.use_mla) {
+    m.kv_values_per_token_layer = c.kv_lora_rank + c.qk_rope_head_dim;
+    m.full_kv_values_per_token_layer = int64_t(c.num_attention_heads) * (c.qk_head_dim() + c.v_head_dim);
+  } else {
+    m.kv_values_per_token_layer = m.full_kv_values_per_token_layer = 2 * int64_t(c.num_key_value_heads) * c.head_dim;
+  }
+  m.kv_bytes_per_token_bf16 = 2 * m.kv_values_per_token_layer * c.num_hidden_layers;
+  m.full_kv_bytes_per_token_bf16 = 2 * m.full_kv_values_per_token_layer * c.num_hidden_layers;
+  return m;
+}
+
+}  // namespace deepseek::models

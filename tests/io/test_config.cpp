@@ -1,0 +1,168 @@
+// config.json -> ModelConfig on the released configs (committed under tests/fixtures/configs,
+// see the README there) and on broken ones; plus the sizes `deepseek-cli info` reports.
+#include <deepseek/io/config.hpp>
+#include <deepseek/models/model_info.hpp>
+
+#include <catch2/catch.hpp>
+
+using namespace deepseek;
+
+namespace {
+io::ModelConfig fixture(const std::string& name) {
+  return io::load_config(DEEPSEEK_FIXTURES_DIR "/configs/" + name + "/config.json");
+}
+io::Json fixture_json(const std::string& name) {
+  const std::string path = DEEPSEEK_FIXTURES_DIR "/configs/" + name + "/config.json";
+  return io::parse_json(io::read_text_file(path), path);
+}
+std::string config_error(const io::Json& j) {
+  try {
+    io::parse_config(j, "test-config.json");
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+}  // namespace
+
+TEST_CASE("released DeepSeek-V3 config", "[config]") {
+  auto c = fixture("deepseek-v3");
+  REQUIRE(c.model_type == "deepseek_v3");
+  REQUIRE(c.architecture == "DeepseekV3ForCausalLM");
+  REQUIRE(c.hidden_size == 7168);
+  REQUIRE(c.num_hidden_layers == 61);
+  REQUIRE(c.q_lora_rank == 1536);
+  REQUIRE(c.kv_lora_rank == 512);
+  REQUIRE(c.qk_head_dim() == 192);
+  REQUIRE(c.n_routed_experts == 256);
+  REQUIRE(c.topk_method == "noaux_tc");
+  REQUIRE(c.scoring_func == "sigmoid");
+  REQUIRE(c.routed_scaling_factor == 2.5);
+  REQUIRE(c.rope_scaling.type == io::RopeType::yarn);
+  REQUIRE(c.rope_scaling.factor == 40.0);
+  REQUIRE(c.rope_scaling.original_max_position_embeddings == 4096);
+  REQUIRE(c.rope_scaling.mscale_all_dim == 1.0);
+  REQUIRE(c.rope_theta == 10000.0);
+  REQUIRE(c.quantization.fp8);
+  REQUIRE(c.quantization.block_rows == 128);
+  REQUIRE(c.num_nextn_predict_layers == 1);
+  REQUIRE_FALSE(c.is_moe_layer(2));
+  REQUIRE(c.is_moe_layer(3));
+  REQUIRE(c.eos_token_ids == std::vector<int64_t>{1});
+}
+
+TEST_CASE("transformers-5 style config equals the released style", "[config]") {
+  auto a = fixture("deepseek-v3"), b = fixture("deepseek-v3-transformers5");
+  REQUIRE(b.rope_scaling.type == io::RopeType::yarn);
+  REQUIRE(b.rope_scaling.factor == a.rope_scaling.factor);
+  REQUIRE(b.rope_scaling.original_max_position_embeddings == a.rope_scaling.original_max_position_embeddings);
+  REQUIRE(b.rope_scaling.mscale_all_dim == a.rope_scaling.mscale_all_dim);
+  REQUIRE(b.rope_theta == a.rope_theta);
+  REQUIRE(b.num_nextn_predict_layers == 1);
+}
+
+TEST_CASE("V2-Lite, V3.2 and the OCR decoder", "[config]") {
+  auto lite = fixture("deepseek-v2-lite");
+  REQUIRE(lite.q_lora_rank == 0);
+  REQUIRE(lite.topk_method == "greedy");
+  REQUIRE(lite.scoring_func == "softmax");
+  REQUIRE(lite.n_shared_experts == 2);
+  REQUIRE(lite.rope_scaling.mscale == Approx(0.707));
+  REQUIRE(lite.first_k_dense_replace == 1);
+  auto v32 = fixture("deepseek-v3.2");
+  REQUIRE(v32.has_indexer());
+  REQUIRE(v32.index_n_heads == 64);
+  REQUIRE(v32.index_head_dim == 128);
+  REQUIRE(v32.index_topk == 2048);
+  REQUIRE(v32.quantization.scale_ue8m0);
+  auto ocr = fixture("deepseek-ocr");
+  REQUIRE(ocr.model_type == "deepseek_vl_v2");
+  REQUIRE_FALSE(ocr.use_mla);
+  REQUIRE(ocr.head_dim == 128);
+  REQUIRE(ocr.hidden_size == 1280);
+  REQUIRE(ocr.n_routed_experts == 64);
+  REQUIRE(ocr.rope_scaling.type == io::RopeType::none);
+}
+
+TEST_CASE("model sizes of the released configs", "[config][info]") {
+  auto v3 = models::model_info(fixture("deepseek-v3"));
+  // DeepSeek's README: 671B main-model parameters, 37B activated; 70,272 B/token bf16 latent cache.
+  REQUIRE(v3.params_total / 1000000000 == 671);
+  REQUIRE(v3.params_activated > 36500000000LL);  // README_WEIGHTS: 36.7B
+  REQUIRE(v3.params_activated < 37600000000LL);
+  REQUIRE(v3.kv_bytes_per_token_bf16 == 70272);
+  REQUIRE(v3.full_kv_bytes_per_token_bf16 == 2LL * 128 * (192 + 128) * 61);
+  REQUIRE(v3.dense_layers == 3);
+  REQUIRE(v3.moe_layers == 58);
+  REQUIRE(v3.mtp_params_unique / 100000000 == 116);  // README: "11.5B unique" MTP parameters
+  auto lite = models::model_info(fixture("deepseek-v2-lite"));
+  REQUIRE(lite.params_total / 100000000 == 157);  // DeepSeek-V2-Lite: 15.7B total
+  REQUIRE(lite.params_activated / 100000000 == 24);  // 2.4B activated
+}
+
+TEST_CASE("config errors name the field", "[config][malformed]") {
+  const io::Json v3 = fixture_json("deepseek-v3");
+  struct Case {
+    const char* what;
+    io::Json j;
+    const char* expect;
+  };
+  auto with = [&](const char* key, io::Json v) {
+    io::Json j = v3;
+    j[key] = std::move(v);
+    return j;
+  };
+  auto without = [&](const char* key) {
+    io::Json j = v3;
+    j.erase(key);
+    return j;
+  };
+  io::Json both = v3;
+  both["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 8.0}, {"original_max_position_embeddings", 4096}};
+  io::Json bad_rope = v3;
+  bad_rope["rope_scaling"]["type"] = "longrope";
+  io::Json no_factor = v3;
+  no_factor["rope_scaling"].erase("factor");
+  io::Json bad_quant = v3;
+  bad_quant["quantization_config"]["quant_method"] = "gptq";
+  io::Json bad_block = v3;
+  bad_block["quantization_config"]["weight_block_size"] = {128};
+  std::vector<Case> cases = {
+      {"missing hidden_size", without("hidden_size"), "field hidden_size"},
+      {"missing vocab", without("vocab_size"), "field vocab_size"},
+      {"string layers", with("num_hidden_layers", "61"), "field num_hidden_layers"},
+      {"negative heads", with("num_attention_heads", -1), "field num_attention_heads"},
+      {"topk_group > n_group", with("topk_group", 9), "field topk_group"},
+      {"groups don't divide", with("n_group", 7), "field n_group"},
+      {"too many experts per token", with("num_experts_per_tok", 300), "field num_experts_per_tok"},
+      {"unknown scoring", with("scoring_func", "relu"), "field scoring_func"},
+      {"noaux_tc with softmax", with("scoring_func", "softmax"), "field scoring_func"},
+      {"unknown model_type", with("model_type", "llama"), "field model_type"},
+      {"rope spellings disagree", both, "field rope_parameters"},
+      {"unsupported rope", bad_rope, "field rope_scaling.type"},
+      {"yarn without factor", no_factor, "field rope_scaling.factor"},
+      {"unknown quantization", bad_quant, "field quantization_config.quant_method"},
+      {"bad block size", bad_block, "field quantization_config.weight_block_size"},
+      {"eos outside vocab", with("eos_token_id", 200000), "field eos_token_id"},
+      {"dense layers > layers", with("first_k_dense_replace", 100), "field first_k_dense_replace"},
+      {"bool as number", with("rms_norm_eps", true), "field rms_norm_eps"},
+      {"not an object", io::Json::array(), "not a JSON object"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.what);
+    const std::string msg = config_error(c.j);
+    CHECK_THAT(msg, Catch::Contains(c.expect));
+    CHECK_THAT(msg, Catch::Contains("test-config.json"));
+  }
+}
+
+TEST_CASE("malformed config.json text names file and byte offset", "[config][malformed]") {
+  try {
+    io::parse_json(std::string("{\"hidden_size\": 7168,, }"), "cfg.json");
+    FAIL("no error");
+  } catch (const Error& e) {
+    REQUIRE_THAT(e.what(), Catch::Contains("malformed JSON") && Catch::Contains("cfg.json") &&
+                               Catch::Contains("byte offset"));
+  }
+  REQUIRE_THROWS_WITH(io::parse_json(std::string(R"({"a":1,"a":2})"), "cfg.json"), Catch::Contains("duplicate JSON key"));
+}

@@ -1,0 +1,131 @@
+// The safetensors reader: real files written by the Python `safetensors` package, and malformed
+// headers that must each become a deepseek::Error naming the file and tensor, never a crash or an
+// out-of-bounds read (the ASan build runs these too).
+#include "st_builder.hpp"
+
+#include <deepseek/io/safetensors.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <string>
+#include <vector>
+
+using namespace deepseek;
+using deepseek::test::safetensors_bytes;
+
+TEST_CASE("reads every dtype written by the Python safetensors package", "[safetensors]") {
+  auto f = io::SafetensorsFile::open(DEEPSEEK_FIXTURES_DIR "/dtypes/dtypes.safetensors");
+  auto i64 = f->view("i64_values");
+  REQUIRE(i64.dtype() == DType::i64);
+  REQUIRE(i64.shape() == Shape{5});
+  const int64_t* a = i64.data_as<int64_t>();
+  REQUIRE(a[0] == -(int64_t(1) << 62));
+  REQUIRE(a[1] == -1);
+  REQUIRE(a[4] == (int64_t(1) << 62));
+  auto i32 = f->view("i32_values");
+  REQUIRE(i32.data_as<int32_t>()[0] == INT32_MIN);
+  REQUIRE(i32.data_as<int32_t>()[3] == INT32_MAX);
+  auto u8 = f->view("u8_values");
+  REQUIRE(u8.data_as<uint8_t>()[2] == 255);
+  auto b = f->view("bool_values");
+  REQUIRE(b.dtype() == DType::boolean);
+  REQUIRE(b.data_as<uint8_t>()[0] == 1);
+  REQUIRE(b.data_as<uint8_t>()[1] == 0);
+  auto m = f->view("f32_matrix");
+  REQUIRE(m.shape() == Shape{2, 3});
+  REQUIRE(m.data_as<float>()[5] == 6.0f);
+  auto t3 = f->view("f32_3d");
+  REQUIRE(t3.shape() == Shape{2, 3, 4});
+  REQUIRE(t3.data_as<float>()[23] == 23.0f);
+  auto t4 = f->view("f16_4d");
+  REQUIRE(t4.shape() == Shape{1, 2, 2, 3});
+  REQUIRE(f16_to_f32(t4.data_as<uint16_t>()[11]) == 5.5f);
+  REQUIRE(f->view("f32_to_bf16").dtype() == DType::bf16);
+  REQUIRE(f->view("f32_to_f8_e4m3").dtype() == DType::f8_e4m3);
+  REQUIRE_THROWS_WITH(f->view("nope"), Catch::Contains("no such tensor") && Catch::Contains("nope"));
+}
+
+namespace {
+std::string parse_error(const std::vector<uint8_t>& bytes) {
+  try {
+    io::parse_safetensors_header(bytes.data(), bytes.size(), "bad.safetensors");
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+const std::vector<uint8_t> k8(8, 0);
+
+}  // namespace
+
+TEST_CASE("a valid hand-made header parses", "[safetensors]") {
+  auto bytes = safetensors_bytes(
+      R"({"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", k8);
+  auto h = io::parse_safetensors_header(bytes.data(), bytes.size(), "ok.safetensors");
+  REQUIRE(h.tensors.size() == 1);
+  REQUIRE(h.metadata.at("format") == "pt");
+  REQUIRE(h.tensors[0].shape == Shape{2});
+}
+
+TEST_CASE("malformed safetensors headers give clear errors", "[safetensors][malformed]") {
+  struct Case {
+    const char* what;
+    std::vector<uint8_t> bytes;
+    const char* expect;
+  };
+  const std::string t = R"("t":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})";
+  std::vector<Case> cases = {
+      {"empty file", {}, "too short"},
+      {"truncated length", {1, 0, 0}, "too short"},
+      {"length past end", safetensors_bytes("{" + t + "}", k8, 5000), "runs past the end"},
+      {"huge length", safetensors_bytes("{" + t + "}", k8, int64_t(1) << 60), "larger than the 100 MB limit"},
+      {"zero length", safetensors_bytes("", k8, 0), "empty"},
+      {"not json", safetensors_bytes("{not json}", {}), "malformed JSON"},
+      {"truncated json", safetensors_bytes(R"({"t":{"dtype":"F32")", {}), "malformed JSON"},
+      {"not an object", safetensors_bytes("[1,2]", {}), "not a JSON object"},
+      {"entry not object", safetensors_bytes(R"({"t":3})", {}), "not an object"},
+      {"unknown dtype", safetensors_bytes(R"({"t":{"dtype":"F12","shape":[2],"data_offsets":[0,8]}})", k8), "unknown or unsupported dtype \"F12\""},
+      {"missing dtype", safetensors_bytes(R"({"t":{"shape":[2],"data_offsets":[0,8]}})", k8), "\"dtype\""},
+      {"missing shape", safetensors_bytes(R"({"t":{"dtype":"F32","data_offsets":[0,8]}})", k8), "\"shape\""},
+      {"negative dim", safetensors_bytes(R"({"t":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", k8), "non-negative"},
+      {"float dim", safetensors_bytes(R"({"t":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}})", k8), "non-negative integers"},
+      {"rank 5", safetensors_bytes(R"({"t":{"dtype":"F32","shape":[1,1,1,1,2],"data_offsets":[0,8]}})", k8), "rank 5"},
+      {"huge shape", safetensors_bytes(R"({"t":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", k8), "too large"},
+      {"offsets wrong arity", safetensors_bytes(R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[0]}})", k8), "[begin, end]"},
+      {"begin > end", safetensors_bytes(R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", k8), "begin > end"},
+      {"end past data", safetensors_bytes(R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[0,16]}})", k8), "past the data section"},
+      {"size mismatch", safetensors_bytes(R"({"t":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", k8), "needs 12 bytes"},
+      {"overlap", safetensors_bytes(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", k8), "overlaps"},
+      {"hole", safetensors_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", k8), "hole of 4 bytes"},
+      {"trailing bytes", safetensors_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", k8), "after the last tensor"},
+      {"duplicate name", safetensors_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", k8), "duplicate JSON key \"a\""},
+      {"misaligned", safetensors_bytes(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"b":{"dtype":"BF16","shape":[1],"data_offsets":[1,3]}})", {0, 0, 0}), "not aligned"},
+      {"metadata not strings", safetensors_bytes(R"({"__metadata__":{"x":1}})", {}), "must be strings"},
+      {"offsets negative", safetensors_bytes(R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[-8,0]}})", k8), "non-negative integers"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.what);
+    const std::string msg = parse_error(c.bytes);
+    CHECK_THAT(msg, Catch::Contains(c.expect));
+    CHECK_THAT(msg, Catch::Contains("bad.safetensors"));
+  }
+  REQUIRE(cases.size() >= 20);
+}
+
+TEST_CASE("errors name the tensor", "[safetensors][malformed]") {
+  auto bytes = safetensors_bytes(R"({"model.norm.weight":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", k8);
+  REQUIRE_THAT(parse_error(bytes), Catch::Contains("tensor model.norm.weight"));
+}
+
+TEST_CASE("truncating a real file anywhere never crashes", "[safetensors][malformed]") {
+  auto f = io::MappedFile::open(DEEPSEEK_FIXTURES_DIR "/dtypes/dtypes.safetensors");
+  std::vector<uint8_t> all(f->data(), f->data() + f->size());
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | all[size_t(i)];
+  for (size_t cut : {size_t(0), size_t(4), size_t(9), size_t(8 + header_len / 2), size_t(8 + header_len),
+                     size_t(8 + header_len + 1), all.size() - 1}) {
+    INFO("cut at " << cut);
+    std::vector<uint8_t> part(all.begin(), all.begin() + long(cut));
+    REQUIRE_THROWS_AS(io::parse_safetensors_header(part.data(), part.size(), "cut.safetensors"), Error);
+  }
+}
