@@ -30,8 +30,8 @@ struct RopeScaling {
   int64_t original_max_position_embeddings = 0;
   double beta_fast = 32.0;
   double beta_slow = 1.0;
-  double mscale = 1.0;
-  double mscale_all_dim = 0.0;
+  double mscale = 0.0;          // 0 = absent (transformers treats 0 and absent alike)
+  double mscale_all_dim = 0.0;  // 0 = absent
 };
 
 struct QuantizationConfig {
@@ -176,7 +176,7 @@ inline RopeScaling parse_rope(const Json& r, const std::string& file, const std:
   s.original_max_position_embeddings = rd.integer("original_max_position_embeddings", 0, 1);
   s.beta_fast = rd.number("beta_fast", 32.0);
   s.beta_slow = rd.number("beta_slow", 1.0);
-  s.mscale = rd.number("mscale", 1.0);
+  s.mscale = rd.number("mscale", 0.0);
   s.mscale_all_dim = rd.number("mscale_all_dim", 0.0);
   return s;
 }

@@ -38,6 +38,8 @@ inline Json parse_json(const char* begin, const char* end, const std::string& fi
     ErrorWhere w = in_file(file);
     w.offset = static_cast<int64_t>(e.byte);
     throw Error(std::string("malformed JSON: ") + e.what(), w);
+  } catch (const Json::exception& e) {  // out_of_range 406: a number such as 1e400 overflows double
+    throw Error(std::string("malformed JSON: ") + e.what(), in_file(file));
   }
   if (!duplicate.empty()) throw Error("duplicate JSON key \"" + duplicate + "\"", in_file(file));
   return j;

@@ -7,6 +7,7 @@
 // see a bf16, f32 or FP8 weight through one type and the kernel dequantizes on the fly.
 #pragma once
 
+#include "deepseek/core/block_quant.hpp"
 #include "deepseek/core/error.hpp"
 #include "deepseek/core/tensor.hpp"
 #include "deepseek/io/checkpoint.hpp"
@@ -18,17 +19,6 @@
 #include <vector>
 
 namespace deepseek::io {
-
-// A [rows, cols] weight in its stored dtype; for f8_e4m3, `scale_inv` holds one f32 multiplier per
-// block_rows x block_cols block (edge blocks partial), W = fp8(Wq) * scale_inv[i/br, j/bc].
-struct BlockQuantMatrix {
-  TensorView weight;
-  TensorView scale_inv;  // empty unless weight is f8_e4m3
-  int block_rows = 128, block_cols = 128;
-
-  int64_t rows() const { return weight.dim(0); }
-  int64_t cols() const { return weight.dim(1); }
-};
 
 namespace detail {
 inline size_t edit_distance(const std::string& a, const std::string& b, size_t cap) {

@@ -1,0 +1,39 @@
+// What the CPU backend may use, decided once at compile time (the build uses -march=native).
+// Every vector path in backend/cpu has a scalar twin that computes the same sums; tests compare
+// the two, and the scalar one is what a build without AVX2/FMA/F16C runs.
+#pragma once
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define DEEPSEEK_CPU_AVX2 1
+#else
+#define DEEPSEEK_CPU_AVX2 0
+#endif
+
+namespace deepseek::backend::cpu {
+inline constexpr bool kHaveAvx2 = DEEPSEEK_CPU_AVX2 != 0;
+
+#if DEEPSEEK_CPU_AVX2
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+// 8 bf16 -> 8 f32 (exact: bf16 is the top half of an f32).
+inline __m256 load_bf16x8(const uint16_t* p) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+}
+// 8 e4m3fn bytes -> 8 f32 equal to the true values / 256 (exact). The byte's exponent and
+// mantissa are placed into an f16 (5-bit exponent, bias 15 instead of 7) which F16C widens in
+// hardware, subnormals included, so no denormal assists slow the loop. NaN (0x7F) is not kept:
+// weights are finite.
+inline __m256 load_e4m3x8_div256(const uint8_t* p) {
+  const __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  const __m128i mag = _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x7f)), 7);
+  const __m128i sign = _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x80)), 8);
+  return _mm256_cvtph_ps(_mm_or_si128(mag, sign));
+}
+#endif
+
+}  // namespace deepseek::backend::cpu

@@ -1,0 +1,36 @@
+// BlockQuantMatrix: a [rows, cols] weight matrix in its stored dtype (f32, bf16 or f8_e4m3).
+//
+// For f8_e4m3, `scale_inv` holds one f32 multiplier per block_rows x block_cols block (the last
+// block in each dimension may be partial): W[i, j] = e4m3(Wq[i, j]) * scale_inv[i / br, j / bc].
+// DeepSeek's FP8 checkpoints use 128 x 128 blocks. Kernels dequantize on the fly.
+#pragma once
+
+#include "deepseek/core/dtype.hpp"
+#include "deepseek/core/tensor.hpp"
+
+namespace deepseek {
+
+struct BlockQuantMatrix {
+  TensorView weight;     // [rows, cols]
+  TensorView scale_inv;  // [ceil(rows / br), ceil(cols / bc)] f32; empty unless weight is f8_e4m3
+  int block_rows = 128, block_cols = 128;
+
+  int64_t rows() const { return weight.dim(0); }
+  int64_t cols() const { return weight.dim(1); }
+  DType dtype() const { return weight.dtype(); }
+  float scale(int64_t r, int64_t c) const {
+    return scale_inv.data_as<const float>()[(r / block_rows) * scale_inv.dim(1) + c / block_cols];
+  }
+  // The exact dequantized value of one element (the plain reference every kernel is tested against).
+  float at(int64_t r, int64_t c) const {
+    const int64_t i = r * cols() + c;
+    switch (dtype()) {
+      case DType::f32: return weight.data_as<const float>()[i];
+      case DType::bf16: return bf16_to_f32(weight.data_as<const uint16_t>()[i]);
+      case DType::f8_e4m3: return f8_e4m3_to_f32(weight.data_as<const uint8_t>()[i]) * scale(r, c);
+      default: return 0.0f;  // unreachable: io::Weights admits only the three dtypes above
+    }
+  }
+};
+
+}  // namespace deepseek

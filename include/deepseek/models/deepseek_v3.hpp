@@ -1,0 +1,116 @@
+// DeepSeek-V2 / V2-Lite / V3 / R1 / V3.1 text models, chosen by config.json, on a backend B.
+//
+//   h0 = embed_tokens[ids]                       model.embed_tokens.weight [vocab, d]
+//   h_{l+1} = DecoderLayer_l(h_l), l < L          model.layers.{l}.*
+//   logits = lm_head(RMSNorm(h_L))                model.norm.weight, lm_head.weight [vocab, d]
+// Positions continue from the cache: a forward of n tokens runs at positions cache.size() ..
+// cache.size()+n-1 and appends their latent rows, so prefill, decode and chunked prefill are the
+// same call. MTP weights (model.layers.{L + k}.*) are not loaded here.
+#pragma once
+
+#include "deepseek/core/error.hpp"
+#include "deepseek/io/checkpoint.hpp"
+#include "deepseek/io/weights.hpp"
+#include "deepseek/nn/decoder_layer.hpp"
+#include "deepseek/nn/kv_cache.hpp"
+#include "deepseek/nn/rmsnorm.hpp"
+#include "deepseek/nn/rope.hpp"
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace deepseek::models {
+
+struct CacheOptions {
+  int64_t max_tokens = 4096;
+  nn::CacheLayout layout = nn::CacheLayout::contiguous;
+  int64_t block_size = 16;
+};
+
+struct LoadOptions {
+  // Called after each decoder layer is set up: (layers done, layers total).
+  std::function<void(int, int)> progress;
+};
+
+template <class B>
+class DeepSeekV3 {
+ public:
+  explicit DeepSeekV3(std::shared_ptr<const io::Checkpoint> ckpt, const LoadOptions& opts = {})
+      : ckpt_(std::move(ckpt)), c_(ckpt_->config()) {
+    if (!ckpt_->has_weights()) throw Error("checkpoint has no weights (config-only directory)", in_file(ckpt_->dir()));
+    if (c_.has_indexer())
+      throw Error("DeepSeek-V3.2 sparse attention (index_n_heads) is not supported yet", at_field("index_n_heads", ckpt_->dir() + "/config.json"));
+    io::Weights root(ckpt_);
+    io::Weights model = root.sub("model");
+    const int64_t d = c_.hidden_size, V = c_.vocab_size;
+    embed_ = model.get("embed_tokens.weight", Shape{V, d}, {DType::f32, DType::bf16});
+    rope_ = nn::Rope(c_, c_.qk_rope_head_dim, nn::RopeLayout::interleaved);
+    const float scale = float(nn::mla_softmax_scale(c_));
+    layers_.reserve(size_t(c_.num_hidden_layers));
+    for (int l = 0; l < c_.num_hidden_layers; ++l) {
+      layers_.emplace_back(model.sub("layers." + std::to_string(l)), c_, l, rope_, scale);
+      if (opts.progress) opts.progress(l + 1, c_.num_hidden_layers);
+    }
+    norm_ = nn::RmsNorm<B>(model, "norm", d, float(c_.rms_norm_eps));
+    if (c_.tie_word_embeddings) {
+      lm_head_.weight = embed_;
+    } else {
+      lm_head_ = root.matrix("lm_head", V, d);
+    }
+  }
+
+  const io::ModelConfig& config() const { return c_; }
+  const io::Checkpoint& checkpoint() const { return *ckpt_; }
+  int num_layers() const { return int(layers_.size()); }
+  const nn::DecoderLayer<B>& layer(int l) const { return layers_[size_t(l)]; }
+
+  nn::KvCache make_cache(const CacheOptions& o = {}) const {
+    return nn::KvCache(c_.num_hidden_layers, c_.kv_lora_rank + c_.qk_rope_head_dim, o.max_tokens, o.layout, o.block_size);
+  }
+
+  // Runs ids[0:n) at positions cache.size() .. and appends them to the cache.
+  //   logits: [n, vocab] if all_logits, else [1, vocab] for the last token (may be null)
+  //   hidden: optional [n, d] final hidden states after model.norm (what the MTP module reads)
+  void forward(const int32_t* ids, int64_t n, nn::KvCache& cache, float* logits, bool all_logits = false,
+               float* hidden = nullptr, nn::MlaMode mode = nn::MlaMode::automatic) const {
+    if (n <= 0) throw Error("forward needs at least one token");
+    const int64_t p0 = cache.size(), d = c_.hidden_size, V = c_.vocab_size;
+    if (p0 + n > cache.capacity())
+      throw Error("context of " + std::to_string(p0 + n) + " tokens exceeds the KV cache capacity of " +
+                  std::to_string(cache.capacity()));
+    if (p0 + n > c_.max_position_embeddings)
+      throw Error("context of " + std::to_string(p0 + n) + " tokens exceeds max_position_embeddings " +
+                  std::to_string(c_.max_position_embeddings));
+    for (int64_t i = 0; i < n; ++i)
+      if (ids[i] < 0 || ids[i] >= V)
+        throw Error("token id " + std::to_string(ids[i]) + " at index " + std::to_string(i) +
+                    " is outside the vocabulary [0, " + std::to_string(V) + ")");
+    std::vector<float> h(size_t(n * d));
+    for (int64_t i = 0; i < n; ++i) backend::cpu::to_f32(embed_.slice_rows(ids[i], ids[i] + 1), h.data() + i * d);
+    for (size_t l = 0; l < layers_.size(); ++l) layers_[l].forward(h.data(), n, p0, cache.view(int(l)), mode);
+    cache.resize(p0 + n);
+    norm_.forward(h.data(), n, h.data());
+    if (hidden) std::copy(h.begin(), h.end(), hidden);
+    if (logits) {
+      if (all_logits) backend::Ops<B>::linear(lm_head_, h.data(), n, logits);
+      else backend::Ops<B>::linear(lm_head_, h.data() + (n - 1) * d, 1, logits);
+    }
+  }
+
+  // Full-vocabulary logits of the final hidden states h [n, d] (the MTP head may share lm_head).
+  void lm_head(const float* h, int64_t n, float* logits) const { backend::Ops<B>::linear(lm_head_, h, n, logits); }
+  const TensorView& embedding() const { return embed_; }
+
+ private:
+  std::shared_ptr<const io::Checkpoint> ckpt_;
+  io::ModelConfig c_;
+  TensorView embed_;
+  nn::Rope rope_;
+  std::vector<nn::DecoderLayer<B>> layers_;
+  nn::RmsNorm<B> norm_;
+  BlockQuantMatrix lm_head_;
+};
+
+}  // namespace deepseek::models

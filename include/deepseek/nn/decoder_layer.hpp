@@ -1,0 +1,76 @@
+// One decoder layer of the V2/V3 family:
+//   h = x + MLA(RMSNorm_attn(x));  y = h + FFN(RMSNorm_ffn(h))
+//   input_layernorm, self_attn.*, post_attention_layernorm, mlp.* (dense SwiGLU for layers below
+//   first_k_dense_replace or off the moe_layer_freq grid, DeepSeekMoE otherwise).
+// The MTP module reuses it as its transformer block.
+#pragma once
+
+#include "deepseek/io/config.hpp"
+#include "deepseek/io/weights.hpp"
+#include "deepseek/nn/kv_cache.hpp"
+#include "deepseek/nn/mla.hpp"
+#include "deepseek/nn/mlp.hpp"
+#include "deepseek/nn/moe.hpp"
+#include "deepseek/nn/rmsnorm.hpp"
+#include "deepseek/nn/rope.hpp"
+
+#include <optional>
+#include <vector>
+
+namespace deepseek::nn {
+
+template <class B>
+class DecoderLayer {
+ public:
+  DecoderLayer() = default;
+  // `layer` decides dense vs MoE through the config (first_k_dense_replace, moe_layer_freq).
+  DecoderLayer(const io::Weights& w, const io::ModelConfig& c, int layer, const Rope& rope, float softmax_scale)
+      : d_(c.hidden_size),
+        input_layernorm_(w, "input_layernorm", c.hidden_size, float(c.rms_norm_eps)),
+        post_attention_layernorm_(w, "post_attention_layernorm", c.hidden_size, float(c.rms_norm_eps)),
+        self_attn_(w.sub("self_attn"), MlaConfig::from(c), rope, softmax_scale) {
+    if (!c.use_mla)
+      throw Error("use_mla: false (plain multi-head attention) is not supported by the V3-family decoder layer yet",
+                  at_field("use_mla", w.checkpoint().dir() + "/config.json"));
+    if (c.is_moe_layer(layer)) {
+      moe_.emplace(w.sub("mlp"), MoeConfig::from(c));
+    } else {
+      mlp_.emplace(w.sub("mlp"), c.hidden_size, c.intermediate_size);
+    }
+  }
+
+  bool is_moe() const { return moe_.has_value(); }
+  const Moe<B>* moe() const { return moe_ ? &*moe_ : nullptr; }
+
+  // h: [n, d] residual stream, updated in place; tokens at positions p0 .. p0+n-1.
+  void forward(float* h, int64_t n, int64_t p0, const CacheView& cache, MlaMode mode = MlaMode::automatic) const {
+    attend(h, n, p0, cache, mode);
+    feed_forward(h, n);
+  }
+
+  // The two residual halves, apart so tests and tools can look between them.
+  void attend(float* h, int64_t n, int64_t p0, const CacheView& cache, MlaMode mode = MlaMode::automatic) const {
+    std::vector<float> a(static_cast<size_t>(n * d_)), b(static_cast<size_t>(n * d_));
+    input_layernorm_.forward(h, n, a.data());
+    self_attn_.forward(a.data(), n, p0, cache, b.data(), mode);
+    for (int64_t i = 0; i < n * d_; ++i) h[i] += b[size_t(i)];
+  }
+  // out = post_attention_layernorm(h): what the MLP / MoE reads.
+  void ffn_input(const float* h, int64_t n, float* out) const { post_attention_layernorm_.forward(h, n, out); }
+  void feed_forward(float* h, int64_t n) const {
+    std::vector<float> a(static_cast<size_t>(n * d_)), b(static_cast<size_t>(n * d_));
+    ffn_input(h, n, a.data());
+    if (moe_) moe_->forward(a.data(), n, b.data());
+    else mlp_->forward(a.data(), n, b.data());
+    for (int64_t i = 0; i < n * d_; ++i) h[i] += b[size_t(i)];
+  }
+
+ private:
+  int64_t d_ = 0;
+  RmsNorm<B> input_layernorm_, post_attention_layernorm_;
+  Mla<B> self_attn_;
+  std::optional<Mlp<B>> mlp_;
+  std::optional<Moe<B>> moe_;
+};
+
+}  // namespace deepseek::nn
