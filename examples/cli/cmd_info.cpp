@@ -14,9 +14,11 @@
 
 namespace {
 
-std::string billions(int64_t n) {
+// 671.03B, 15.71M, ...
+std::string count(int64_t n) {
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%.2fB", double(n) / 1e9);
+  if (n >= 1000000000) std::snprintf(buf, sizeof buf, "%.2fB", double(n) / 1e9);
+  else std::snprintf(buf, sizeof buf, "%.2fM", double(n) / 1e6);
   return buf;
 }
 
@@ -89,12 +91,12 @@ int run_info(int argc, char** argv) {
     std::printf("moe            %d routed (top-%d, %s %s, %d groups keep %d) + %d shared, width %lld\n",
                 c.n_routed_experts, c.num_experts_per_tok, c.topk_method.c_str(), c.scoring_func.c_str(), c.n_group,
                 c.topk_group, c.n_shared_experts, (long long)c.moe_intermediate_size);
-  std::printf("parameters     %s total, %s activated per token (main model)\n", billions(m.params_total).c_str(),
-              billions(m.params_activated).c_str());
+  std::printf("parameters     %s total, %s activated per token (main model)\n", count(m.params_total).c_str(),
+              count(m.params_activated).c_str());
   if (c.num_nextn_predict_layers)
     std::printf("               MTP: %s unique + %s embedding/head copies, %s activated per token\n",
-                billions(m.mtp_params_unique).c_str(), billions(m.mtp_params_copies).c_str(),
-                billions(m.mtp_params_activated).c_str());
+                count(m.mtp_params_unique).c_str(), count(m.mtp_params_copies).c_str(),
+                count(m.mtp_params_activated).c_str());
   std::printf("kv cache       %lld bytes/token (bf16 %s) vs %lld for a full multi-head cache (%.1fx)\n",
               (long long)m.kv_bytes_per_token_bf16, c.use_mla ? "latent c_kv + k_pe" : "K + V",
               (long long)m.full_kv_bytes_per_token_bf16,

@@ -3,6 +3,8 @@
 // the two, and the scalar one is what a build without AVX2/FMA/F16C runs.
 #pragma once
 
+#include <cstdint>
+
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #define DEEPSEEK_CPU_AVX2 1

@@ -1,0 +1,107 @@
+// Next-token sampling from a row of logits.
+//
+//   greedy        argmax (ties: lowest id)
+//   otherwise     p = softmax(logits / temperature), restricted to the top_k most likely ids
+//                 (top_k > 0) and to the smallest set whose probability reaches top_p
+//                 (top_p < 1, as transformers' TopPLogitsWarper), renormalised, then one draw
+//                 from a std::mt19937_64 seeded with `seed` (same seed, same output).
+// `distribution()` exposes the final p so speculative sampling can compare draft and target.
+#pragma once
+
+#include "deepseek/core/error.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace deepseek::generate {
+
+struct SamplingOptions {
+  bool greedy = true;
+  float temperature = 1.0f;
+  int top_k = 0;       // 0: off
+  float top_p = 1.0f;  // 1: off
+  uint64_t seed = 0;
+};
+
+inline int32_t argmax(const float* logits, int64_t n) {
+  return int32_t(std::max_element(logits, logits + n) - logits);
+}
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplingOptions& o = {}) : o_(o), rng_(o.seed) {
+    if (!o.greedy) {
+      if (!(o.temperature > 0) || !std::isfinite(o.temperature))
+        throw Error("temperature must be > 0 (use greedy decoding for 0), got " + std::to_string(o.temperature));
+      if (!(o.top_p > 0 && o.top_p <= 1)) throw Error("top_p must be in (0, 1], got " + std::to_string(o.top_p));
+      if (o.top_k < 0) throw Error("top_k must be >= 0");
+    }
+  }
+  const SamplingOptions& options() const { return o_; }
+
+  // The distribution tokens are drawn from (probabilities over the whole vocabulary).
+  void distribution(const float* logits, int64_t n, std::vector<float>& p) const {
+    p.assign(size_t(n), 0.0f);
+    if (o_.greedy) {
+      p[size_t(argmax(logits, n))] = 1.0f;
+      return;
+    }
+    std::vector<int32_t> order(static_cast<size_t>(n));
+    std::iota(order.begin(), order.end(), 0);
+    int64_t keep = n;
+    if (o_.top_k > 0 && o_.top_k < n) keep = o_.top_k;
+    auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+    std::partial_sort(order.begin(), order.begin() + keep, order.end(), by_logit);
+    const float inv_t = 1.0f / o_.temperature;
+    const double mx = double(logits[order[0]]) * inv_t;
+    double sum = 0;
+    std::vector<double> e(static_cast<size_t>(keep));
+    for (int64_t i = 0; i < keep; ++i) sum += (e[size_t(i)] = std::exp(double(logits[order[size_t(i)]]) * inv_t - mx));
+    if (o_.top_p < 1.0f) {
+      double cum = 0;
+      int64_t cut = keep;
+      for (int64_t i = 0; i < keep; ++i) {
+        cum += e[size_t(i)] / sum;
+        if (cum >= o_.top_p) {
+          cut = i + 1;
+          break;
+        }
+      }
+      keep = cut;
+      sum = std::accumulate(e.begin(), e.begin() + keep, 0.0);
+    }
+    for (int64_t i = 0; i < keep; ++i) p[size_t(order[size_t(i)])] = float(e[size_t(i)] / sum);
+  }
+
+  int32_t sample(const float* logits, int64_t n) {
+    if (o_.greedy) return argmax(logits, n);
+    distribution(logits, n, scratch_);
+    return draw(scratch_);
+  }
+
+  // One draw from a probability vector.
+  int32_t draw(const std::vector<float>& p) {
+    double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+    int32_t last = 0;
+    for (size_t i = 0; i < p.size(); ++i) {
+      if (p[i] <= 0) continue;
+      last = int32_t(i);
+      u -= p[i];
+      if (u < 0) return int32_t(i);
+    }
+    return last;  // rounding left u slightly positive: the last token with mass
+  }
+  double uniform() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
+
+ private:
+  SamplingOptions o_;
+  std::mt19937_64 rng_;
+  std::vector<float> scratch_;
+};
+
+}  // namespace deepseek::generate

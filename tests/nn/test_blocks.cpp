@@ -1,0 +1,100 @@
+// Blocks against numbers derived independently in the spec (from DeepSeek's official code), and
+// the sampler against its definition.
+#include <deepseek/generate/sampler.hpp>
+#include <deepseek/io/config.hpp>
+#include <deepseek/nn/rope.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <map>
+#include <vector>
+
+using namespace deepseek;
+
+namespace {
+io::ModelConfig fixture(const std::string& name) {
+  return io::load_config(DEEPSEEK_FIXTURES_DIR "/configs/" + name + "/config.json");
+}
+}  // namespace
+
+TEST_CASE("YaRN frequencies and softmax scale of the released configs", "[rope]") {
+  auto v3 = fixture("deepseek-v3");
+  nn::Rope rope(v3, 64, nn::RopeLayout::interleaved);
+  const auto& f = rope.inv_freq();
+  // spec §2.2: f'_i = f_i for i <= 10, f_i / 40 for i >= 23
+  REQUIRE(f[9] == Approx(0.0749894).epsilon(1e-5));
+  REQUIRE(f[10] == Approx(0.0562341).epsilon(1e-5));
+  REQUIRE(f[11] == Approx(0.0390069).epsilon(1e-5));
+  REQUIRE(f[31] == Approx(3.3338e-6).epsilon(1e-4));
+  REQUIRE(f[0] == 1.0);
+  REQUIRE(rope.attention_factor() == 1.0);
+  // spec §2.3
+  REQUIRE(nn::mla_softmax_scale(v3) == Approx(0.1352338).epsilon(1e-6));
+  REQUIRE(nn::mla_softmax_scale(fixture("deepseek-v2-lite")) == Approx(0.1147214).epsilon(1e-6));
+}
+
+TEST_CASE("RoPE layouts rotate the right pairs", "[rope]") {
+  auto c = fixture("deepseek-v3");
+  c.rope_scaling = {};
+  nn::Rope inter(c, 8, nn::RopeLayout::interleaved), half(c, 8, nn::RopeLayout::half_split);
+  const float x[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  float a[8], b[8];
+  std::copy(x, x + 8, a);
+  std::copy(x, x + 8, b);
+  inter.apply(a, 3);
+  half.apply(b, 3);
+  for (int i = 0; i < 4; ++i) {
+    const double phi = 3.0 * std::pow(10000.0, -2.0 * i / 8.0);
+    REQUIRE(a[2 * i] == Approx(x[2 * i] * std::cos(phi) - x[2 * i + 1] * std::sin(phi)));
+    REQUIRE(a[2 * i + 1] == Approx(x[2 * i] * std::sin(phi) + x[2 * i + 1] * std::cos(phi)));
+    REQUIRE(b[i] == Approx(x[i] * std::cos(phi) - x[i + 4] * std::sin(phi)));
+    REQUIRE(b[i + 4] == Approx(x[i] * std::sin(phi) + x[i + 4] * std::cos(phi)));
+  }
+}
+
+TEST_CASE("sampler: greedy, top-k, top-p, temperature, seed", "[sampler]") {
+  const std::vector<float> logits = {1.0f, 3.0f, 2.0f, 3.0f, -1.0f};
+  generate::Sampler greedy;
+  REQUIRE(greedy.sample(logits.data(), 5) == 1);  // tie between 1 and 3: lowest id
+
+  generate::SamplingOptions o;
+  o.greedy = false;
+  o.temperature = 0.5f;
+  o.top_k = 3;
+  generate::Sampler s(o);
+  std::vector<float> p;
+  s.distribution(logits.data(), 5, p);
+  // top-3 of (1,3,2,3,-1) = ids 1,3,2; softmax of (3,3,2)/0.5
+  const double e3 = std::exp(0.0), e2 = std::exp(-2.0), z = 2 * e3 + e2;
+  REQUIRE(p[1] == Approx(e3 / z));
+  REQUIRE(p[3] == Approx(e3 / z));
+  REQUIRE(p[2] == Approx(e2 / z));
+  REQUIRE(p[0] == 0.0f);
+  REQUIRE(p[4] == 0.0f);
+
+  o.top_k = 0;
+  o.top_p = 0.8f;  // ids 1 and 3 hold 2*e3/z' of the mass
+  generate::Sampler sp(o);
+  sp.distribution(logits.data(), 5, p);
+  REQUIRE(p[1] == Approx(0.5));
+  REQUIRE(p[3] == Approx(0.5));
+  REQUIRE(p[2] == 0.0f);
+
+  // Same seed, same draws; the empirical distribution follows p.
+  o.top_p = 1.0f;
+  o.temperature = 1.0f;
+  o.seed = 42;
+  generate::Sampler a(o), b(o);
+  std::map<int, int> counts;
+  const int N = 20000;
+  for (int i = 0; i < N; ++i) {
+    const int x = a.sample(logits.data(), 5);
+    REQUIRE(x == b.sample(logits.data(), 5));
+    counts[x]++;
+  }
+  a.distribution(logits.data(), 5, p);
+  for (int id = 0; id < 5; ++id) REQUIRE(double(counts[id]) / N == Approx(p[size_t(id)]).margin(0.015));
+  o.temperature = 0.0f;
+  REQUIRE_THROWS_AS(generate::Sampler(o), Error);
+}

@@ -1,0 +1,131 @@
+// The fast linear kernels against the plain reference (llm.c style): every dtype, odd shapes that
+// leave partial FP8 blocks and vector tails, token counts on both sides of the GEMV/GEMM switch.
+#include <deepseek/backend/cpu/linear.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+using namespace deepseek;
+using namespace deepseek::backend;
+
+namespace {
+
+struct Owned {
+  Tensor w, s;
+  BlockQuantMatrix m;
+};
+
+Owned make_matrix(DType dt, int64_t rows, int64_t cols, uint64_t seed, int br = 128, int bc = 128) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  Owned o;
+  o.w = Tensor::empty(dt, {rows, cols});
+  for (int64_t i = 0; i < rows * cols; ++i) {
+    const float v = nd(rng);
+    if (dt == DType::f32) o.w.data_as<float>()[i] = v;
+    if (dt == DType::bf16) o.w.data_as<uint16_t>()[i] = f32_to_bf16(v);
+    if (dt == DType::f8_e4m3) o.w.data_as<uint8_t>()[i] = f32_to_f8_e4m3(v * 100.0f);  // spans subnormals to ~448
+  }
+  o.m.weight = o.w.view();
+  o.m.block_rows = br;
+  o.m.block_cols = bc;
+  if (dt == DType::f8_e4m3) {
+    const int64_t sr = (rows + br - 1) / br, sc = (cols + bc - 1) / bc;
+    o.s = Tensor::empty(DType::f32, {sr, sc});
+    std::uniform_real_distribution<float> ud(0.5f, 2.0f);
+    for (int64_t i = 0; i < sr * sc; ++i) o.s.data_as<float>()[i] = ud(rng) / 100.0f;
+    o.m.scale_inv = o.s.view();
+  }
+  return o;
+}
+
+std::vector<float> random_vec(int64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+// Error bound for an f32 dot product of length k against a double-accumulated reference.
+void require_close(const std::vector<float>& a, const std::vector<float>& b, int64_t k) {
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO("index " << i);
+    REQUIRE(std::fabs(a[i] - b[i]) <= 1e-5f * float(k) * (1.0f + std::fabs(b[i])) / 16.0f + 1e-5f);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("decode_row is exact for every dtype", "[linear]") {
+  for (DType dt : {DType::f32, DType::bf16, DType::f8_e4m3}) {
+    auto o = make_matrix(dt, 130, 300, 7);
+    std::vector<float> row(300);
+    for (int64_t r : {0, 1, 127, 128, 129}) {
+      cpu::decode_row(o.m, r, 0, 300, row.data());
+      for (int64_t c = 0; c < 300; ++c) REQUIRE(f32_bits(row[size_t(c)]) == f32_bits(o.m.at(r, c)));
+      cpu::decode_row(o.m, r, 5, 133, row.data());
+      for (int64_t c = 5; c < 133; ++c) REQUIRE(f32_bits(row[size_t(c - 5)]) == f32_bits(o.m.at(r, c)));
+    }
+  }
+}
+
+TEST_CASE("linear matches the reference on odd shapes", "[linear]") {
+  struct Shape2 {
+    int64_t rows, cols;
+  };
+  for (DType dt : {DType::f32, DType::bf16, DType::f8_e4m3})
+    for (Shape2 s : {Shape2{1, 1}, Shape2{7, 13}, Shape2{129, 257}, Shape2{300, 200}, Shape2{64, 1000}})
+      for (int64_t n : {int64_t(1), int64_t(3), cpu::kGemvMaxTokens, int64_t(5), int64_t(17)}) {
+        INFO("dtype " << dtype_name(dt) << " rows " << s.rows << " cols " << s.cols << " n " << n);
+        auto o = make_matrix(dt, s.rows, s.cols, uint64_t(s.rows * 31 + s.cols));
+        auto x = random_vec(n * s.cols, 11);
+        std::vector<float> y(static_cast<size_t>(n * s.rows)), ref(y.size());
+        cpu::linear(o.m, x.data(), n, y.data());
+        cpu::linear_reference(o.m, x.data(), n, ref.data());
+        require_close(y, ref, s.cols);
+      }
+}
+
+TEST_CASE("row ranges, strides and the transposed product", "[linear]") {
+  for (DType dt : {DType::bf16, DType::f8_e4m3}) {
+    auto o = make_matrix(dt, 260, 150, 3, 128, 128);
+    const int64_t r0 = 100, r1 = 230, n = 6, k = r1 - r0;
+    // linear_rows with a strided input and output
+    auto x = random_vec(n * 200, 5);  // ldx 200 > cols
+    std::vector<float> y(static_cast<size_t>(n * 140), -1.0f), ref(static_cast<size_t>(n * 260));
+    for (int64_t nn : {int64_t(2), n}) {
+      cpu::linear_rows(o.m, r0, r1, x.data(), nn, y.data(), 200, 140);
+      cpu::linear_reference(o.m, x.data(), nn, ref.data(), 200, 260);
+      for (int64_t t = 0; t < nn; ++t)
+        for (int64_t r = r0; r < r1; ++r)
+          REQUIRE(y[size_t(t * 140 + r - r0)] == Approx(ref[size_t(t * 260 + r)]).margin(1e-4).epsilon(1e-4));
+    }
+    // y[t, c] = sum_r x[t, r] W[r0 + r, c]
+    auto xt = random_vec(n * k, 9);
+    std::vector<float> yt(static_cast<size_t>(n * 150));
+    cpu::linear_transposed_rows(o.m, r0, r1, xt.data(), n, yt.data());
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t c = 0; c < 150; ++c) {
+        double acc = 0;
+        for (int64_t r = 0; r < k; ++r) acc += double(xt[size_t(t * k + r)]) * double(o.m.at(r0 + r, c));
+        REQUIRE(yt[size_t(t * 150 + c)] == Approx(acc).margin(1e-4).epsilon(1e-4));
+      }
+  }
+}
+
+TEST_CASE("linear is the same for any thread count", "[linear][parallel]") {
+  auto o = make_matrix(DType::f8_e4m3, 333, 515, 21);
+  auto x = random_vec(3 * 515, 1);
+  std::vector<float> a(3 * 333), b(3 * 333);
+  set_num_threads(1);
+  cpu::linear(o.m, x.data(), 3, a.data());
+  set_num_threads(3);
+  cpu::linear(o.m, x.data(), 3, b.data());
+  set_num_threads(2);
+  REQUIRE(a == b);  // rows are split, never a sum: results are bit-identical
+}
