@@ -1,5 +1,6 @@
 // The fast linear kernels against the plain reference (llm.c style): every dtype, odd shapes that
-// leave partial FP8 blocks and vector tails, token counts on both sides of the GEMV/GEMM switch.
+// leave partial FP8 blocks and vector tails, token counts on both sides of the small/tiled switch
+// and of the 6-token register blocks.
 #include <deepseek/backend/cpu/linear.hpp>
 
 #include <catch2/catch.hpp>
@@ -80,7 +81,7 @@ TEST_CASE("linear matches the reference on odd shapes", "[linear]") {
   };
   for (DType dt : {DType::f32, DType::bf16, DType::f8_e4m3})
     for (Shape2 s : {Shape2{1, 1}, Shape2{7, 13}, Shape2{129, 257}, Shape2{300, 200}, Shape2{64, 1000}})
-      for (int64_t n : {int64_t(1), int64_t(3), cpu::kGemvMaxTokens, int64_t(5), int64_t(17)}) {
+      for (int64_t n : {int64_t(1), int64_t(2), int64_t(6), int64_t(7), int64_t(13), cpu::kSmallMaxTokens, cpu::kSmallMaxTokens + 1}) {
         INFO("dtype " << dtype_name(dt) << " rows " << s.rows << " cols " << s.cols << " n " << n);
         auto o = make_matrix(dt, s.rows, s.cols, uint64_t(s.rows * 31 + s.cols));
         auto x = random_vec(n * s.cols, 11);

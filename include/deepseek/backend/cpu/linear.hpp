@@ -4,10 +4,13 @@
 //   x: [n, cols] f32 (row stride ldx), y: [n, rows] f32 (row stride ldy)
 //
 // Versions, all tested against linear_reference (plain loops over BlockQuantMatrix::at):
-//   gemv   n <= kGemvMaxTokens (decode, MTP verify): each weight row is decoded in registers
-//          (bf16: shift; e4m3: widen through F16C) and dotted with every token; the scale of an
-//          FP8 block multiplies the partial sum of that block. Memory-bound by design: a weight
-//          byte is read once per call. Threads split the rows.
+//   small  n <= kSmallMaxTokens (decode, MTP verify, the few tokens one MoE expert sees in a
+//          prefill): a register-blocked kernel reads 2 weight rows at a time, widens them in
+//          registers (bf16: shift; e4m3: through F16C) and multiplies them into up to 6 token
+//          vectors at once, so each weight byte is read once per 6 tokens. FP8 block scales are
+//          not applied per block in the loop: per 128-row block the input is prescaled,
+//          x'[c] = x[c] * scale_inv[row_block, c / 128] (cols multiplies per 128 rows), and the
+//          inner loop is the same dot product as for bf16. Threads split the rows.
 //   tiled  larger n (prefill): a tile of kTileRows rows is dequantized to f32 (exact) and Eigen's
 //          GEMM multiplies it; f32 weights go to Eigen directly. Threads split the tiles.
 // Row ranges [r0, r1) let MLA address one head's slice of kv_b_proj without copying.
@@ -25,7 +28,7 @@
 
 namespace deepseek::backend::cpu {
 
-inline constexpr int64_t kGemvMaxTokens = 4;
+inline constexpr int64_t kSmallMaxTokens = 24;
 inline constexpr int64_t kTileRows = 64;
 
 // Plain reference: no vectors, no threads, double accumulation.
@@ -77,68 +80,141 @@ inline void decode_row(const BlockQuantMatrix& W, int64_t r, int64_t c0, int64_t
 
 namespace detail {
 
-// dot(W[r, c0:c1), x[c0:c1)) for one row; FP8 blocks are summed apart and scaled.
-inline float dot_row(const BlockQuantMatrix& W, int64_t r, const float* x) {
-  const int64_t cols = W.cols();
-  switch (W.dtype()) {
-    case DType::f32: {
-      const float* p = W.weight.data_as<const float>() + r * cols;
-      int64_t c = 0;
-      float acc = 0;
-#if DEEPSEEK_CPU_AVX2
-      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-      for (; c + 16 <= cols; c += 16) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(p + c), _mm256_loadu_ps(x + c), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(p + c + 8), _mm256_loadu_ps(x + c + 8), a1);
-      }
-      acc = hsum(_mm256_add_ps(a0, a1));
-#endif
-      for (; c < cols; ++c) acc += p[c] * x[c];
-      return acc;
-    }
-    case DType::bf16: {
-      const uint16_t* p = W.weight.data_as<const uint16_t>() + r * cols;
-      int64_t c = 0;
-      float acc = 0;
-#if DEEPSEEK_CPU_AVX2
-      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-      for (; c + 16 <= cols; c += 16) {
-        a0 = _mm256_fmadd_ps(load_bf16x8(p + c), _mm256_loadu_ps(x + c), a0);
-        a1 = _mm256_fmadd_ps(load_bf16x8(p + c + 8), _mm256_loadu_ps(x + c + 8), a1);
-      }
-      acc = hsum(_mm256_add_ps(a0, a1));
-#endif
-      for (; c < cols; ++c) acc += bf16_to_f32(p[c]) * x[c];
-      return acc;
-    }
-    case DType::f8_e4m3: {
-      const uint8_t* p = W.weight.data_as<const uint8_t>() + r * cols;
-      const float* srow = W.scale_inv.data_as<const float>() + (r / W.block_rows) * W.scale_inv.dim(1);
-      float acc = 0;
-      for (int64_t cb = 0, blk = 0; cb < cols; cb += W.block_cols, ++blk) {
-        const int64_t ce = std::min(cols, cb + W.block_cols);
-        int64_t c = cb;
-        float part = 0;
-#if DEEPSEEK_CPU_AVX2
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        for (; c + 16 <= ce; c += 16) {
-          a0 = _mm256_fmadd_ps(load_e4m3x8_div256(p + c), _mm256_loadu_ps(x + c), a0);
-          a1 = _mm256_fmadd_ps(load_e4m3x8_div256(p + c + 8), _mm256_loadu_ps(x + c + 8), a1);
-        }
-        part = hsum(_mm256_add_ps(a0, a1)) * 256.0f;
-#endif
-        for (; c < ce; ++c) part += f8_e4m3_to_f32(p[c]) * x[c];
-        acc += part * srow[blk];
-      }
-      return acc;
-    }
-    default: return 0.0f;
-  }
-}
-
 inline std::vector<float>& tile_buffer() {
   static thread_local std::vector<float> buf;
   return buf;
+}
+inline std::vector<float>& prescale_buffer() {
+  static thread_local std::vector<float> buf;
+  return buf;
+}
+
+// Loads 8 weights of row `p` at column c as f32 (for e4m3: the value / 256; the prescaled input
+// carries the 256).
+template <DType D>
+struct RowLoad;
+template <>
+struct RowLoad<DType::f32> {
+  using T = float;
+  static float scalar(const T* p, int64_t c) { return p[c]; }
+#if DEEPSEEK_CPU_AVX2
+  static __m256 vec(const T* p, int64_t c) { return _mm256_loadu_ps(p + c); }
+#endif
+};
+template <>
+struct RowLoad<DType::bf16> {
+  using T = uint16_t;
+  static float scalar(const T* p, int64_t c) { return bf16_to_f32(p[c]); }
+#if DEEPSEEK_CPU_AVX2
+  static __m256 vec(const T* p, int64_t c) { return load_bf16x8(p + c); }
+#endif
+};
+template <>
+struct RowLoad<DType::f8_e4m3> {
+  using T = uint8_t;
+  static float scalar(const T* p, int64_t c) { return f8_e4m3_to_f32(p[c]) * (1.0f / 256.0f); }
+#if DEEPSEEK_CPU_AVX2
+  static __m256 vec(const T* p, int64_t c) { return load_e4m3x8_div256(p + c); }
+#endif
+};
+
+// out[i][t] = dot(row_i, x_t) for R rows and N tokens; x_t = x + t * ldx, length cols.
+template <DType D, int R, int N>
+inline void dot_block(const typename RowLoad<D>::T* const* rows, const float* x, int64_t ldx, int64_t cols, float (*out)[N]) {
+  using L = RowLoad<D>;
+  int64_t c = 0;
+#if DEEPSEEK_CPU_AVX2
+  __m256 acc[R][N];
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < N; ++t) acc[i][t] = _mm256_setzero_ps();
+  for (; c + 8 <= cols; c += 8) {
+    __m256 w[R];
+    for (int i = 0; i < R; ++i) w[i] = L::vec(rows[i], c);
+    for (int t = 0; t < N; ++t) {
+      const __m256 xv = _mm256_loadu_ps(x + t * ldx + c);
+      for (int i = 0; i < R; ++i) acc[i][t] = _mm256_fmadd_ps(w[i], xv, acc[i][t]);
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < N; ++t) out[i][t] = hsum(acc[i][t]);
+#else
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < N; ++t) out[i][t] = 0.0f;
+#endif
+  for (; c < cols; ++c)
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < N; ++t) out[i][t] += L::scalar(rows[i], c) * x[t * ldx + c];
+}
+
+// y[t, i - r0] for rows [ra, rb) of one FP8 row block (or any rows of f32 / bf16 weights).
+template <DType D, int N>
+inline void small_rows(const BlockQuantMatrix& W, int64_t ra, int64_t rb, int64_t r0, const float* x, int64_t ldx, float* y,
+                       int64_t ldy) {
+  using T = typename RowLoad<D>::T;
+  const int64_t cols = W.cols();
+  const T* base = W.weight.data_as<const T>();
+  int64_t r = ra;
+  for (; r + 2 <= rb; r += 2) {
+    const T* rows[2] = {base + r * cols, base + (r + 1) * cols};
+    float out[2][N];
+    dot_block<D, 2, N>(rows, x, ldx, cols, out);
+    for (int t = 0; t < N; ++t) {
+      y[t * ldy + r - r0] = out[0][t];
+      y[t * ldy + r + 1 - r0] = out[1][t];
+    }
+  }
+  if (r < rb) {
+    const T* rows[1] = {base + r * cols};
+    float out[1][N];
+    dot_block<D, 1, N>(rows, x, ldx, cols, out);
+    for (int t = 0; t < N; ++t) y[t * ldy + r - r0] = out[0][t];
+  }
+}
+
+template <DType D>
+inline void small_rows_n(const BlockQuantMatrix& W, int64_t ra, int64_t rb, int64_t r0, const float* x, int64_t ldx, int64_t n,
+                         float* y, int64_t ldy) {
+  for (int64_t t0 = 0; t0 < n; t0 += 6) {
+    const float* xs = x + t0 * ldx;
+    float* ys = y + t0 * ldy;
+    switch (std::min<int64_t>(6, n - t0)) {
+      case 1: small_rows<D, 1>(W, ra, rb, r0, xs, ldx, ys, ldy); break;
+      case 2: small_rows<D, 2>(W, ra, rb, r0, xs, ldx, ys, ldy); break;
+      case 3: small_rows<D, 3>(W, ra, rb, r0, xs, ldx, ys, ldy); break;
+      case 4: small_rows<D, 4>(W, ra, rb, r0, xs, ldx, ys, ldy); break;
+      case 5: small_rows<D, 5>(W, ra, rb, r0, xs, ldx, ys, ldy); break;
+      default: small_rows<D, 6>(W, ra, rb, r0, xs, ldx, ys, ldy); break;
+    }
+  }
+}
+
+// The small-n path over rows [a, b) (relative to r0).
+inline void small_linear(const BlockQuantMatrix& W, int64_t r0, int64_t a, int64_t b, const float* x, int64_t n, float* y,
+                         int64_t ldx, int64_t ldy) {
+  switch (W.dtype()) {
+    case DType::f32: small_rows_n<DType::f32>(W, r0 + a, r0 + b, r0, x, ldx, n, y, ldy); break;
+    case DType::bf16: small_rows_n<DType::bf16>(W, r0 + a, r0 + b, r0, x, ldx, n, y, ldy); break;
+    case DType::f8_e4m3: {
+      const int64_t cols = W.cols(), sc = W.scale_inv.dim(1);
+      auto& xs = prescale_buffer();
+      xs.resize(size_t(n * cols));
+      for (int64_t ra = r0 + a; ra < r0 + b;) {
+        const int64_t blk = ra / W.block_rows;
+        const int64_t rb = std::min(r0 + b, (blk + 1) * W.block_rows);
+        const float* srow = W.scale_inv.data_as<const float>() + blk * sc;
+        for (int64_t t = 0; t < n; ++t)
+          for (int64_t cb = 0, k = 0; cb < cols; cb += W.block_cols, ++k) {
+            const float f = srow[k] * 256.0f;
+            const int64_t ce = std::min(cols, cb + W.block_cols);
+            for (int64_t c = cb; c < ce; ++c) xs[size_t(t * cols + c)] = x[t * ldx + c] * f;
+          }
+        small_rows_n<DType::f8_e4m3>(W, ra, rb, r0, xs.data(), cols, n, y, ldy);
+        ra = rb;
+      }
+      break;
+    }
+    default: break;
+  }
 }
 
 }  // namespace detail
@@ -150,11 +226,12 @@ inline void linear_rows(const BlockQuantMatrix& W, int64_t r0, int64_t r1, const
   if (ldx < 0) ldx = cols;
   if (ldy < 0) ldy = rows;
   if (rows <= 0 || n <= 0) return;
-  if (n <= kGemvMaxTokens) {
-    parallel_for(rows, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i)
-        for (int64_t t = 0; t < n; ++t) y[t * ldy + i] = detail::dot_row(W, r0 + i, x + t * ldx);
-    }, 16);
+  if (n <= kSmallMaxTokens) {
+    // Chunks of 32 rows: FP8's 128-row blocks split into 4, enough chunks to balance threads.
+    const int64_t chunks = (rows + 31) / 32;
+    parallel_for(chunks, [&](int64_t b, int64_t e) {
+      detail::small_linear(W, r0, b * 32, std::min(rows, e * 32), x, n, y, ldx, ldy);
+    });
     return;
   }
   using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;

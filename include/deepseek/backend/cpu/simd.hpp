@@ -26,15 +26,15 @@ inline float hsum(__m256 v) {
 inline __m256 load_bf16x8(const uint16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
 }
-// 8 e4m3fn bytes -> 8 f32 equal to the true values / 256 (exact). The byte's exponent and
-// mantissa are placed into an f16 (5-bit exponent, bias 15 instead of 7) which F16C widens in
-// hardware, subnormals included, so no denormal assists slow the loop. NaN (0x7F) is not kept:
-// weights are finite.
+// 8 e4m3fn bytes -> 8 f32 equal to the true values / 256 (exact). Shifting the byte left by 7
+// in a 16-bit lane lands exponent and mantissa where an f16 keeps them (5-bit exponent, bias 15
+// instead of 7: a factor 2^-8) and the sign on bit 14; adding the sign bit once more carries it to
+// bit 15. F16C widens the f16 in hardware, subnormals included, so no denormal assists slow the
+// loop. NaN (0x7F) is not kept: weights are finite.
 inline __m256 load_e4m3x8_div256(const uint8_t* p) {
   const __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-  const __m128i mag = _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x7f)), 7);
-  const __m128i sign = _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x80)), 8);
-  return _mm256_cvtph_ps(_mm_or_si128(mag, sign));
+  const __m128i h = _mm_slli_epi16(_mm_add_epi16(b, _mm_and_si128(b, _mm_set1_epi16(0x80))), 7);
+  return _mm256_cvtph_ps(h);
 }
 #endif
 

@@ -40,8 +40,8 @@ inline std::string where_text(const char* file, int line) {
 
 inline void check(cudaError_t status, const char* call, const char* file, int line) {
   if (status == cudaSuccess) return;
-  throw Error(std::string(call) + " failed: " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) +
-              ") at " + detail::where_text(file, line));
+  throw Error(std::string(call) + " failed: " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) + ") at " +
+              detail::where_text(file, line));
 }
 
 inline void check(cublasStatus_t status, const char* call, const char* file, int line) {
@@ -88,8 +88,8 @@ inline const bool kAllocatorInstalled = install_allocator();
 
 inline void require_contiguous(const TensorView& v, Device device, const char* what) {
   if (v.device() != device)
-    throw Error(std::string(what) + " expects a " + device_name(device) + " tensor, got a " +
-                device_name(v.device()) + " one");
+    throw Error(std::string(what) + " expects a " + device_name(device) + " tensor, got a " + device_name(v.device()) +
+                " one");
   if (!v.is_contiguous()) throw Error(std::string(what) + " expects a contiguous tensor");
 }
 

@@ -1,0 +1,64 @@
+// The linear kernels alone: GEMV (decode) and small-batch / prefill GEMM over f32, bf16 and FP8
+// weights, reported as achieved weight bandwidth (GB/s) and GFLOP/s.
+#include <deepseek/backend/cpu/linear.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <random>
+#include <vector>
+
+using namespace deepseek;
+
+namespace {
+
+struct Matrix {
+  Tensor w, s;
+  BlockQuantMatrix m;
+};
+
+Matrix make(DType dt, int64_t rows, int64_t cols) {
+  Matrix o;
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  o.w = Tensor::empty(dt, {rows, cols});
+  for (int64_t i = 0; i < rows * cols; ++i) {
+    const float v = nd(rng);
+    if (dt == DType::f32) o.w.data_as<float>()[i] = v;
+    if (dt == DType::bf16) o.w.data_as<uint16_t>()[i] = f32_to_bf16(v);
+    if (dt == DType::f8_e4m3) o.w.data_as<uint8_t>()[i] = f32_to_f8_e4m3(v * 100.0f);
+  }
+  o.m.weight = o.w.view();
+  if (dt == DType::f8_e4m3) {
+    o.s = Tensor::empty(DType::f32, {(rows + 127) / 128, (cols + 127) / 128});
+    for (int64_t i = 0; i < o.s.numel(); ++i) o.s.data_as<float>()[i] = 0.01f;
+    o.m.scale_inv = o.s.view();
+  }
+  return o;
+}
+
+void BM_Linear(benchmark::State& state) {
+  const DType dt = state.range(0) == 0 ? DType::f32 : state.range(0) == 1 ? DType::bf16 : DType::f8_e4m3;
+  const int64_t rows = state.range(1), cols = state.range(2), n = state.range(3);
+  auto m = make(dt, rows, cols);
+  std::vector<float> x(static_cast<size_t>(n * cols), 0.5f), y(static_cast<size_t>(n * rows));
+  for (auto _ : state) {
+    backend::cpu::linear(m.m, x.data(), n, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double bytes = double(m.w.nbytes()) + (m.s.empty() ? 0.0 : double(m.s.nbytes()));
+  state.counters["weight_GB/s"] = benchmark::Counter(bytes * double(state.iterations()), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * double(rows * cols * n) * double(state.iterations()), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+  state.SetLabel(dtype_name(dt));
+}
+
+}  // namespace
+
+// V2-Lite / V3 shapes: expert 1408x2048, dense 10944x2048, V3 expert 2048x7168; n = 1 (decode),
+// 12 (tokens per expert in a 128-token prefill), 128 (dense prefill).
+BENCHMARK(BM_Linear)
+    ->ArgsProduct({{1, 2}, {1408}, {2048}, {1, 4, 12, 128}})
+    ->ArgsProduct({{1, 2}, {2048}, {7168}, {1}})
+    ->ArgsProduct({{0}, {1408}, {2048}, {1, 12}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+BENCHMARK_MAIN();

@@ -1,0 +1,133 @@
+// Prefill and decode speed of models::DeepSeekV3<cpu> at DeepSeek-V2-Lite's real layer shapes
+// (hidden 2048, 64 routed experts of 1408, top-6, 2 shared, kv_lora 512, vocab 102400), with as
+// many layers as this machine holds, in bf16 and in FP8 (e4m3 + 128x128 scales). Decode is
+// reported as tokens/s and as achieved weight bandwidth (bytes of the weights one token reads /
+// time), beside the machine's memory bandwidth measured here with a STREAM triad.
+//
+//   DEEPSEEK_BENCH_DIR          where the synthetic checkpoints are written (default /tmp/deepseek-bench)
+//   DEEPSEEK_BENCH_LAYERS_BF16  layers of the bf16 model (default 12: 13.4 GB)
+//   DEEPSEEK_BENCH_LAYERS_FP8   layers of the FP8 model (default 24: 14.9 GB)
+// bench/model_vs_transformers.py runs transformers on the same bf16 checkpoint for the ratio.
+#include "synthetic_checkpoint.hpp"
+
+#include <deepseek/deepseek.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <vector>
+
+using namespace deepseek;
+
+namespace {
+
+std::string env_or(const char* k, const std::string& d) {
+  const char* v = std::getenv(k);
+  return v && *v ? v : d;
+}
+
+struct Loaded {
+  std::shared_ptr<models::DeepSeekV3<cpu>> model;
+  double bytes_per_token = 0;  // weight bytes one decode step reads
+};
+
+// Bytes of the weights one token touches: attention, norms, dense MLP or router + top-k experts +
+// shared experts per layer, and lm_head (the embedding contributes one row).
+double decode_bytes(const io::Checkpoint& ck) {
+  const auto& c = ck.config();
+  auto bytes = [&](const std::string& name) {
+    double b = 0;
+    for (const char* suffix : {".weight", ".weight_scale_inv"})
+      if (const io::TensorInfo* t = ck.find(name + suffix)) b += double(t->end - t->begin);
+    return b;
+  };
+  double total = bytes("lm_head") + bytes("model.norm");
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    for (const char* n : {"input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.q_a_proj", "self_attn.q_b_proj",
+                          "self_attn.q_a_layernorm", "self_attn.kv_a_proj_with_mqa", "self_attn.kv_a_layernorm",
+                          "self_attn.kv_b_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "mlp.gate",
+                          "mlp.shared_experts.gate_proj", "mlp.shared_experts.up_proj", "mlp.shared_experts.down_proj"})
+      total += bytes(p + n);
+    if (c.is_moe_layer(l))
+      total += c.num_experts_per_tok * (bytes(p + "mlp.experts.0.gate_proj") + bytes(p + "mlp.experts.0.up_proj") +
+                                        bytes(p + "mlp.experts.0.down_proj"));
+  }
+  return total;
+}
+
+Loaded& load(bool fp8) {
+  static std::map<bool, Loaded> cache;
+  auto it = cache.find(fp8);
+  if (it != cache.end()) return it->second;
+  const std::string base = env_or("DEEPSEEK_BENCH_DIR", "/tmp/deepseek-bench");
+  const int layers = std::atoi(env_or(fp8 ? "DEEPSEEK_BENCH_LAYERS_FP8" : "DEEPSEEK_BENCH_LAYERS_BF16", fp8 ? "24" : "12").c_str());
+  const std::string dir = base + (fp8 ? "/v2-lite-fp8" : "/v2-lite-bf16");
+  bench::make_v2_lite_checkpoint(dir, layers, fp8);
+  Loaded l;
+  auto ck = io::Checkpoint::open(dir);
+  l.bytes_per_token = decode_bytes(*ck);
+  l.model = std::make_shared<models::DeepSeekV3<cpu>>(ck);
+  return cache[fp8] = l;
+}
+
+void BM_MemoryBandwidth(benchmark::State& state) {
+  // STREAM triad a = b + s c over 3 x 256 MiB, split across the thread pool like our kernels.
+  const int64_t n = int64_t(64) << 20;
+  std::vector<float> a(static_cast<size_t>(n)), b(static_cast<size_t>(n), 1.0f), c(static_cast<size_t>(n), 2.0f);
+  parallel_for(n, [&](int64_t i0, int64_t i1) { std::fill(a.begin() + i0, a.begin() + i1, 0.0f); });
+  for (auto _ : state) {
+    parallel_for(n, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) a[size_t(i)] = b[size_t(i)] + 3.0f * c[size_t(i)];
+    });
+    benchmark::ClobberMemory();
+  }
+  state.counters["GB/s"] = benchmark::Counter(double(3 * n * 4) * double(state.iterations()), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
+
+void BM_Decode(benchmark::State& state) {
+  const bool fp8 = state.range(0) != 0;
+  auto& l = load(fp8);
+  const int64_t prompt = 32;
+  auto cache = l.model->make_cache({prompt + 256});
+  std::vector<int32_t> ids(static_cast<size_t>(prompt));
+  for (int64_t i = 0; i < prompt; ++i) ids[size_t(i)] = int32_t(1000 + 37 * i);
+  std::vector<float> logits(static_cast<size_t>(l.model->config().vocab_size));
+  l.model->forward(ids.data(), prompt, cache, logits.data());
+  int32_t next = generate::argmax(logits.data(), l.model->config().vocab_size);
+  for (auto _ : state) {
+    if (cache.size() == cache.capacity()) cache.resize(prompt);
+    l.model->forward(&next, 1, cache, logits.data());
+    next = generate::argmax(logits.data(), l.model->config().vocab_size);
+  }
+  state.counters["tok/s"] = benchmark::Counter(double(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["weight_GB/s"] = benchmark::Counter(l.bytes_per_token * double(state.iterations()), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+  state.counters["GB/token"] = l.bytes_per_token / 1e9;
+  state.counters["layers"] = l.model->config().num_hidden_layers;
+  state.SetLabel(fp8 ? "fp8" : "bf16");
+}
+
+void BM_Prefill(benchmark::State& state) {
+  const bool fp8 = state.range(0) != 0;
+  const int64_t n = state.range(1);
+  auto& l = load(fp8);
+  auto cache = l.model->make_cache({n});
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) ids[size_t(i)] = int32_t(1000 + 37 * i);
+  std::vector<float> logits(static_cast<size_t>(l.model->config().vocab_size));
+  for (auto _ : state) {
+    cache.clear();
+    l.model->forward(ids.data(), n, cache, logits.data());
+  }
+  state.counters["tok/s"] = benchmark::Counter(double(n) * double(state.iterations()), benchmark::Counter::kIsRate);
+  state.SetLabel(fp8 ? "fp8" : "bf16");
+}
+
+}  // namespace
+
+BENCHMARK(BM_MemoryBandwidth)->Unit(benchmark::kMillisecond)->MinTime(1.0)->UseRealTime();
+BENCHMARK(BM_Decode)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->MinTime(5.0)->UseRealTime();
+BENCHMARK(BM_Prefill)->Args({0, 128})->Args({1, 128})->Unit(benchmark::kMillisecond)->MinTime(5.0)->UseRealTime();
+BENCHMARK_MAIN();
