@@ -147,6 +147,7 @@ TEST_CASE("config errors name the field", "[config][malformed]") {
       {"dense layers > layers", with("first_k_dense_replace", 100), "field first_k_dense_replace"},
       {"bool as number", with("rms_norm_eps", true), "field rms_norm_eps"},
       {"not an object", io::Json::array(), "not a JSON object"},
+      {"integral float beyond int64", with("hidden_size", 2.52e29), "field hidden_size"},
   };
   for (const auto& c : cases) {
     INFO(c.what);
@@ -165,4 +166,7 @@ TEST_CASE("malformed config.json text names file and byte offset", "[config][mal
                                Catch::Contains("byte offset"));
   }
   REQUIRE_THROWS_WITH(io::parse_json(std::string(R"({"a":1,"a":2})"), "cfg.json"), Catch::Contains("duplicate JSON key"));
+  // A number beyond double range is nlohmann's out_of_range, not a parse_error: still our Error.
+  REQUIRE_THROWS_WITH(io::parse_json(std::string(R"({"hidden_size": 1e400})"), "cfg.json"),
+                      Catch::Contains("malformed JSON") && Catch::Contains("cfg.json"));
 }

@@ -117,7 +117,11 @@ class ConfigReader {
     const Json& v = j_.at(k);
     if (!v.is_number_integer()) {
       // Some configs write integral values as floats (e.g. 40.0); accept exact ones.
-      if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>()) return checked(k, int64_t(v.get<double>()), lo, hi);
+      if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>()) {
+        const double d = v.get<double>();  // range-check before the cast: out-of-range casts are UB
+        if (d < double(lo) || d > double(hi)) throw Error("value " + v.dump() + " is out of range", where(k));
+        return int64_t(d);
+      }
       throw Error("expected an integer, found " + v.dump(), where(k));
     }
     return checked(k, v.get<int64_t>(), lo, hi);

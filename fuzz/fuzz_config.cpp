@@ -1,0 +1,17 @@
+// libFuzzer target: arbitrary bytes as config.json -> parse_json + parse_config, then the derived
+// numbers deepseek-cli info prints (model_info). Only deepseek::Error may escape.
+#include <deepseek/io/config.hpp>
+#include <deepseek/models/model_info.hpp>
+
+#include <cstdint>
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const char* p = reinterpret_cast<const char*>(data);
+  try {
+    const auto j = deepseek::io::parse_json(p, p + size, "config.json");
+    const auto c = deepseek::io::parse_config(j, "config.json");
+    (void)deepseek::models::model_info(c);
+  } catch (const deepseek::Error&) {
+  }
+  return 0;
+}

@@ -1,0 +1,4 @@
+// Header-only build test: the tokenizer umbrella compiles alone (nlohmann/json only).
+#include <deepseek/tokenizer.hpp>
+
+int main() { return 0; }
