@@ -13,6 +13,7 @@
 #include "deepseek/io/config.hpp"
 #include "deepseek/io/safetensors.hpp"
 #include "deepseek/io/weights.hpp"
+#include "deepseek/nn/attention.hpp"
 #include "deepseek/nn/decoder_layer.hpp"
 #include "deepseek/nn/kv_cache.hpp"
 #include "deepseek/nn/mla.hpp"

@@ -2,6 +2,8 @@
 // the sampler against its definition.
 #include <deepseek/generate/sampler.hpp>
 #include <deepseek/io/config.hpp>
+#include <deepseek/io/checkpoint.hpp>
+#include <deepseek/io/weights.hpp>
 #include <deepseek/nn/rope.hpp>
 
 #include <catch2/catch.hpp>
@@ -97,4 +99,27 @@ TEST_CASE("sampler: greedy, top-k, top-p, temperature, seed", "[sampler]") {
   for (int id = 0; id < 5; ++id) REQUIRE(double(counts[id]) / N == Approx(p[size_t(id)]).margin(0.015));
   o.temperature = 0.0f;
   REQUIRE_THROWS_AS(generate::Sampler(o), Error);
+}
+
+#include <deepseek/nn/attention.hpp>
+
+TEST_CASE("plain multi-head attention (use_mla: false) matches transformers' LlamaAttention", "[attention][reference]") {
+  // tests/reference/make_mha_fixture.py: GQA (4 heads, 2 KV heads), head_dim 24, half-split RoPE.
+  const std::string dir = DEEPSEEK_FIXTURES_DIR "/blocks/mha";
+  auto ckpt = io::Checkpoint::open(dir);
+  const auto& c = ckpt->config();
+  REQUIRE_FALSE(c.use_mla);
+  nn::Rope rope(c, c.head_dim, nn::RopeLayout::half_split);
+  nn::Attention<cpu> attn(io::Weights(ckpt, "model.layers.0.self_attn."), nn::AttentionConfig::from(c), rope);
+  auto ref = io::SafetensorsFile::open(dir + "/reference.safetensors");
+  auto x = ref->view("x"), y = ref->view("y");
+  const int64_t T = x.dim(0), d = x.dim(1);
+  for (auto layout : {nn::CacheLayout::contiguous, nn::CacheLayout::paged}) {
+    nn::KvCache cache(1, attn.config().cache_width(), T, layout, 4);
+    std::vector<float> out(static_cast<size_t>(T * d));
+    // Prefill 4 tokens, then decode the rest one at a time: every row must match the full causal reference.
+    attn.forward(x.data_as<float>(), 4, 0, cache.view(0), out.data());
+    for (int64_t t = 4; t < T; ++t) attn.forward(x.data_as<float>() + t * d, 1, t, cache.view(0), out.data() + t * d);
+    for (int64_t i = 0; i < T * d; ++i) REQUIRE(out[size_t(i)] == Approx(y.data_as<float>()[i]).margin(1e-4).epsilon(1e-4));
+  }
 }
