@@ -15,6 +15,7 @@
 #include "deepseek/io/weights.hpp"
 #include "deepseek/nn/attention.hpp"
 #include "deepseek/nn/decoder_layer.hpp"
+#include "deepseek/nn/dsa.hpp"
 #include "deepseek/nn/kv_cache.hpp"
 #include "deepseek/nn/mla.hpp"
 #include "deepseek/nn/mlp.hpp"

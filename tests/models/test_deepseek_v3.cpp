@@ -12,6 +12,10 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include <unistd.h>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -187,4 +191,41 @@ TEST_CASE("bad input gives clear errors", "[model][malformed]") {
   REQUIRE(cache.size() == 0);
   REQUIRE_THROWS_WITH(models::DeepSeekV3<cpu>(io::Checkpoint::open(DEEPSEEK_FIXTURES_DIR "/configs/deepseek-v3")),
                       Catch::Contains("no weights"));
+}
+
+namespace {
+// A copy of a fixture whose config.json is edited to contradict its weights.
+std::string with_config_edit(const std::string& variant, const std::string& key, const io::Json& value) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("deepseek-mismatch-" + key + "-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::copy(kModels + variant + "/model.safetensors", dir / "model.safetensors");
+  const std::string cfg = kModels + variant + "/config.json";
+  io::Json j = io::parse_json(io::read_text_file(cfg), cfg);
+  j[key] = value;
+  std::ofstream(dir / "config.json") << j.dump();
+  return dir.string();
+}
+}  // namespace
+
+TEST_CASE("config and weights that disagree give errors naming the tensor", "[model][malformed]") {
+  const std::string wide = with_config_edit("v3_noqlora_f32", "hidden_size", 80);
+  REQUIRE_THROWS_WITH(models::DeepSeekV3<cpu>(io::Checkpoint::open(wide)),
+                      Catch::Contains("model.embed_tokens.weight") && Catch::Contains("expected shape [320, 80]") &&
+                          Catch::Contains("[320, 64]"));
+  const std::string experts = with_config_edit("v3_noqlora_f32", "n_routed_experts", 10);
+  REQUIRE_THROWS_WITH(models::DeepSeekV3<cpu>(io::Checkpoint::open(experts)),
+                      Catch::Contains("model.layers.1.mlp.gate.weight") && Catch::Contains("expected shape [10, 64]"));
+  const std::string more = with_config_edit("v3_noqlora_f32", "num_hidden_layers", 4);
+  REQUIRE_THROWS_WITH(models::DeepSeekV3<cpu>(io::Checkpoint::open(more)),
+                      Catch::Contains("missing tensor") && Catch::Contains("model.layers.3.") &&
+                          Catch::Contains("nearest existing name: model.layers.") && Catch::Contains("input_layernorm.weight"));
+  const std::string dense = with_config_edit("v3_noqlora_f32", "first_k_dense_replace", 2);
+  REQUIRE_THROWS_WITH(models::DeepSeekV3<cpu>(io::Checkpoint::open(dense)),
+                      Catch::Contains("model.layers.1.mlp.gate_proj.weight"));
+  std::filesystem::remove_all(wide);
+  std::filesystem::remove_all(more);
+  std::filesystem::remove_all(experts);
+  std::filesystem::remove_all(dense);
 }

@@ -1,4 +1,4 @@
-// DeepSeek-V2 / V2-Lite / V3 / R1 / V3.1 text models, chosen by config.json, on a backend B.
+// DeepSeek-V2 / V2-Lite / V3 / R1 / V3.1 / V3.2 text models, chosen by config.json, on a backend B.
 //
 //   h0 = embed_tokens[ids]                       model.embed_tokens.weight [vocab, d]
 //   h_{l+1} = DecoderLayer_l(h_l), l < L          model.layers.{l}.*
@@ -6,6 +6,9 @@
 // Positions continue from the cache: a forward of n tokens runs at positions cache.size() ..
 // cache.size()+n-1 and appends their latent rows, so prefill, decode and chunked prefill are the
 // same call. MTP weights (model.layers.{L + k}.*) are not loaded here.
+// V3.2 (DeepseekV32ForCausalLM, index_n_heads > 0): every layer's MLA attends only over the
+// index_topk positions its lightning indexer selects (nn/dsa.hpp); the cache row grows by
+// index_head_dim values for the indexer key.
 #pragma once
 
 #include "deepseek/core/error.hpp"
@@ -32,6 +35,8 @@ struct CacheOptions {
 struct LoadOptions {
   // Called after each decoder layer is set up: (layers done, layers total).
   std::function<void(int, int)> progress;
+  // V3.2 indexer arithmetic: f32 (as transformers) or the official FP8 + Hadamard simulation.
+  nn::IndexerPrecision indexer_precision = nn::IndexerPrecision::f32;
 };
 
 template <class B>
@@ -40,8 +45,6 @@ class DeepSeekV3 {
   explicit DeepSeekV3(std::shared_ptr<const io::Checkpoint> ckpt, const LoadOptions& opts = {})
       : ckpt_(std::move(ckpt)), c_(ckpt_->config()) {
     if (!ckpt_->has_weights()) throw Error("checkpoint has no weights (config-only directory)", in_file(ckpt_->dir()));
-    if (c_.has_indexer())
-      throw Error("DeepSeek-V3.2 sparse attention (index_n_heads) is not supported yet", at_field("index_n_heads", ckpt_->dir() + "/config.json"));
     io::Weights root(ckpt_);
     io::Weights model = root.sub("model");
     const int64_t d = c_.hidden_size, V = c_.vocab_size;
@@ -50,7 +53,7 @@ class DeepSeekV3 {
     const float scale = float(nn::mla_softmax_scale(c_));
     layers_.reserve(size_t(c_.num_hidden_layers));
     for (int l = 0; l < c_.num_hidden_layers; ++l) {
-      layers_.emplace_back(model.sub("layers." + std::to_string(l)), c_, l, rope_, scale);
+      layers_.emplace_back(model.sub("layers." + std::to_string(l)), c_, l, rope_, scale, opts.indexer_precision);
       if (opts.progress) opts.progress(l + 1, c_.num_hidden_layers);
     }
     norm_ = nn::RmsNorm<B>(model, "norm", d, float(c_.rms_norm_eps));
@@ -67,7 +70,7 @@ class DeepSeekV3 {
   const nn::DecoderLayer<B>& layer(int l) const { return layers_[size_t(l)]; }
 
   nn::KvCache make_cache(const CacheOptions& o = {}) const {
-    return nn::KvCache(c_.num_hidden_layers, c_.kv_lora_rank + c_.qk_rope_head_dim, o.max_tokens, o.layout, o.block_size);
+    return nn::KvCache(c_.num_hidden_layers, nn::MlaConfig::from(c_).row_width(), o.max_tokens, o.layout, o.block_size);
   }
 
   // Runs ids[0:n) at positions cache.size() .. and appends them to the cache.

@@ -2,11 +2,13 @@
 //   h = x + MLA(RMSNorm_attn(x));  y = h + FFN(RMSNorm_ffn(h))
 //   input_layernorm, self_attn.*, post_attention_layernorm, mlp.* (dense SwiGLU for layers below
 //   first_k_dense_replace or off the moe_layer_freq grid, DeepSeekMoE otherwise).
-// The MTP module reuses it as its transformer block.
+// The MTP module reuses it as its transformer block. V3.2 configs (index_n_heads > 0) give MLA its
+// DSA indexer (self_attn.indexer.*, dsa.hpp).
 #pragma once
 
 #include "deepseek/io/config.hpp"
 #include "deepseek/io/weights.hpp"
+#include "deepseek/nn/dsa.hpp"
 #include "deepseek/nn/kv_cache.hpp"
 #include "deepseek/nn/mla.hpp"
 #include "deepseek/nn/mlp.hpp"
@@ -24,11 +26,12 @@ class DecoderLayer {
  public:
   DecoderLayer() = default;
   // `layer` decides dense vs MoE through the config (first_k_dense_replace, moe_layer_freq).
-  DecoderLayer(const io::Weights& w, const io::ModelConfig& c, int layer, const Rope& rope, float softmax_scale)
+  DecoderLayer(const io::Weights& w, const io::ModelConfig& c, int layer, const Rope& rope, float softmax_scale,
+               IndexerPrecision indexer_precision = IndexerPrecision::f32)
       : d_(c.hidden_size),
         input_layernorm_(w, "input_layernorm", c.hidden_size, float(c.rms_norm_eps)),
         post_attention_layernorm_(w, "post_attention_layernorm", c.hidden_size, float(c.rms_norm_eps)),
-        self_attn_(w.sub("self_attn"), MlaConfig::from(c), rope, softmax_scale) {
+        self_attn_(w.sub("self_attn"), MlaConfig::from(c), rope, softmax_scale, make_indexer(w, c, indexer_precision)) {
     if (!c.use_mla)
       throw Error("use_mla: false (plain multi-head attention) is not supported by the V3-family decoder layer yet",
                   at_field("use_mla", w.checkpoint().dir() + "/config.json"));
@@ -41,18 +44,22 @@ class DecoderLayer {
 
   bool is_moe() const { return moe_.has_value(); }
   const Moe<B>* moe() const { return moe_ ? &*moe_ : nullptr; }
+  const Mla<B>& self_attention() const { return self_attn_; }
 
   // h: [n, d] residual stream, updated in place; tokens at positions p0 .. p0+n-1.
-  void forward(float* h, int64_t n, int64_t p0, const CacheView& cache, MlaMode mode = MlaMode::automatic) const {
-    attend(h, n, p0, cache, mode);
+  // `selection` (V3.2): receives the positions each query attended to.
+  void forward(float* h, int64_t n, int64_t p0, const CacheView& cache, MlaMode mode = MlaMode::automatic,
+               Selection* selection = nullptr) const {
+    attend(h, n, p0, cache, mode, selection);
     feed_forward(h, n);
   }
 
   // The two residual halves, apart so tests and tools can look between them.
-  void attend(float* h, int64_t n, int64_t p0, const CacheView& cache, MlaMode mode = MlaMode::automatic) const {
+  void attend(float* h, int64_t n, int64_t p0, const CacheView& cache, MlaMode mode = MlaMode::automatic,
+              Selection* selection = nullptr) const {
     std::vector<float> a(static_cast<size_t>(n * d_)), b(static_cast<size_t>(n * d_));
     input_layernorm_.forward(h, n, a.data());
-    self_attn_.forward(a.data(), n, p0, cache, b.data(), mode);
+    self_attn_.forward(a.data(), n, p0, cache, b.data(), mode, selection);
     for (int64_t i = 0; i < n * d_; ++i) h[i] += b[size_t(i)];
   }
   // out = post_attention_layernorm(h): what the MLP / MoE reads.
@@ -66,6 +73,12 @@ class DecoderLayer {
   }
 
  private:
+  static std::optional<Indexer<B>> make_indexer(const io::Weights& w, const io::ModelConfig& c, IndexerPrecision precision) {
+    if (!c.has_indexer()) return std::nullopt;
+    return Indexer<B>(w.sub("self_attn").sub("indexer"), IndexerConfig::from(c),
+                      Rope(c, c.qk_rope_head_dim, RopeLayout::half_split), precision);
+  }
+
   int64_t d_ = 0;
   RmsNorm<B> input_layernorm_, post_attention_layernorm_;
   Mla<B> self_attn_;

@@ -13,12 +13,20 @@
 //   absorbed  fold W_UK into the query (q~ = W_UK[h]^T q_nope, 512 values) and W_UV into the
 //             output; attend over the cached latent rows [c_kv ; k_pe] directly (decode)
 // The cache holds kv_lora + rope values per token (see kv_cache.hpp). scale: rope.hpp.
+// DSA (V3.2, self_attn.indexer.*, dsa.hpp): an Indexer picks index_topk positions per query and
+// attention runs over those rows only. The cache row then holds [c_kv ; k_pe ; index key] (kv_lora
+// + rope + index_head_dim values), so one block table pages both. Sparse orders:
+//   absorbed  gathers the addresses of the selected rows once per query and attends over them
+//             only: O(k) per query and head; unselected rows are never read
+//   naive     the plain reference: expands every cached row, masks all but the selected ones
+//             (transformers' masked-dense semantics: the set is the top-k among positions <= s)
 #pragma once
 
 #include "deepseek/backend/cpu/backend.hpp"
 #include "deepseek/core/parallel.hpp"
 #include "deepseek/io/config.hpp"
 #include "deepseek/io/weights.hpp"
+#include "deepseek/nn/dsa.hpp"
 #include "deepseek/nn/kv_cache.hpp"
 #include "deepseek/nn/rmsnorm.hpp"
 #include "deepseek/nn/rope.hpp"
@@ -26,6 +34,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <vector>
 
 namespace deepseek::nn {
@@ -35,12 +44,14 @@ enum class MlaMode { automatic, naive, absorbed };
 struct MlaConfig {
   int64_t hidden_size = 0, num_heads = 0, q_lora_rank = 0, kv_lora_rank = 0;
   int64_t qk_nope_head_dim = 0, qk_rope_head_dim = 0, v_head_dim = 0;
+  int64_t index_head_dim = 0;  // > 0: V3.2, the cache row also holds the indexer key
 
   int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
-  int64_t cache_width() const { return kv_lora_rank + qk_rope_head_dim; }
+  int64_t cache_width() const { return kv_lora_rank + qk_rope_head_dim; }  // the latent part of a row
+  int64_t row_width() const { return cache_width() + index_head_dim; }
   static MlaConfig from(const io::ModelConfig& c) {
     return MlaConfig{c.hidden_size, c.num_attention_heads, c.q_lora_rank, c.kv_lora_rank,
-                     c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim};
+                     c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim, c.has_indexer() ? c.index_head_dim : 0};
   }
 };
 
@@ -51,8 +62,12 @@ class Mla {
   static constexpr float kLatentNormEps = 1e-6f;
 
   Mla() = default;
-  Mla(const io::Weights& w, const MlaConfig& c, const Rope& rope, float softmax_scale)
-      : c_(c), rope_(rope), scale_(softmax_scale) {
+  // `indexer` (V3.2) makes attention sparse; it needs q_lora_rank > 0 and c.index_head_dim set.
+  Mla(const io::Weights& w, const MlaConfig& c, const Rope& rope, float softmax_scale,
+      std::optional<Indexer<B>> indexer = std::nullopt)
+      : c_(c), rope_(rope), scale_(softmax_scale), indexer_(std::move(indexer)) {
+    if (indexer_ && (c.q_lora_rank <= 0 || c.index_head_dim != indexer_->config().head_dim))
+      throw Error("the DSA indexer needs q_lora_rank > 0 and MlaConfig::index_head_dim == index_head_dim");
     const int64_t H = c.num_heads, qk = c.qk_head_dim();
     if (c.q_lora_rank > 0) {
       q_a_proj_ = w.matrix("q_a_proj", c.q_lora_rank, c.hidden_size);
@@ -68,19 +83,22 @@ class Mla {
   }
 
   const MlaConfig& config() const { return c_; }
+  const Indexer<B>* indexer() const { return indexer_ ? &*indexer_ : nullptr; }
 
   // Queries for tokens at positions p0 .. p0+n-1 (x: [n, d], already normed). Writes their latent
   // rows into `cache` (which must have room for p0 + n rows), attends causally over [0, p0 + n)
-  // and writes y: [n, d].
-  void forward(const float* x, int64_t n, int64_t p0, const CacheView& cache, float* y, MlaMode mode = MlaMode::automatic) const {
+  // and writes y: [n, d]. With an indexer, each query attends over its selected rows only (the
+  // selection is copied to `selection` when given) and `automatic` means the sparse absorbed order.
+  void forward(const float* x, int64_t n, int64_t p0, const CacheView& cache, float* y, MlaMode mode = MlaMode::automatic,
+               Selection* selection = nullptr) const {
     const int64_t H = c_.num_heads, qk = c_.qk_head_dim(), nope = c_.qk_nope_head_dim;
     const int64_t lora = c_.kv_lora_rank, W = c_.cache_width();
     using Ops = backend::Ops<B>;
 
     // Queries [n, H, qk]; RoPE on each head's last `rope` dims.
-    std::vector<float> q(size_t(n * H * qk));
+    std::vector<float> q(size_t(n * H * qk)), qa;
     if (c_.q_lora_rank > 0) {
-      std::vector<float> qa(size_t(n * c_.q_lora_rank));
+      qa.resize(size_t(n * c_.q_lora_rank));
       Ops::linear(q_a_proj_, x, n, qa.data());
       q_a_layernorm_.forward(qa.data(), n, qa.data());
       Ops::linear(q_b_proj_, qa.data(), n, q.data());
@@ -101,8 +119,17 @@ class Mla {
     }
 
     const int64_t T = p0 + n;
-    if (mode == MlaMode::automatic) mode = (n >= 16 && p0 == 0) ? MlaMode::naive : MlaMode::absorbed;
     std::vector<float> o(size_t(n * H * c_.v_head_dim));
+    if (indexer_) {
+      Selection local;
+      Selection& sel = selection ? *selection : local;
+      indexer_->forward(x, qa.data(), n, p0, cache, W, sel);
+      if (mode == MlaMode::naive) attend_naive(q.data(), n, p0, T, cache, o.data(), &sel);
+      else attend_sparse(q.data(), n, sel, cache, o.data());
+      Ops::linear(o_proj_, o.data(), n, y);
+      return;
+    }
+    if (mode == MlaMode::automatic) mode = (n >= 16 && p0 == 0) ? MlaMode::naive : MlaMode::absorbed;
     if (mode == MlaMode::naive) {
       attend_naive(q.data(), n, p0, T, cache, o.data());
     } else {
@@ -112,8 +139,10 @@ class Mla {
   }
 
  private:
-  // Expands k_nope and v for all T cached tokens, then attends head by head.
-  void attend_naive(const float* q, int64_t n, int64_t p0, int64_t T, const CacheView& cache, float* o) const {
+  // Expands k_nope and v for all T cached tokens, then attends head by head (over the selected
+  // positions only when `sel` is given).
+  void attend_naive(const float* q, int64_t n, int64_t p0, int64_t T, const CacheView& cache, float* o,
+                    const Selection* sel = nullptr) const {
     const int64_t H = c_.num_heads, qk = c_.qk_head_dim(), nope = c_.qk_nope_head_dim, rope = c_.qk_rope_head_dim;
     const int64_t lora = c_.kv_lora_rank, vd = c_.v_head_dim, kvw = nope + vd;
     using Ops = backend::Ops<B>;
@@ -130,15 +159,18 @@ class Mla {
       for (int64_t h = h0; h < h1; ++h)
         for (int64_t s = 0; s < n; ++s) {
           const float* qs = q + (s * H + h) * qk;
-          const int64_t len = p0 + s + 1;
-          for (int64_t t = 0; t < len; ++t) {
+          const int32_t* ix = sel ? sel->row(s) : nullptr;
+          const int64_t len = sel ? int64_t(sel->count[size_t(s)]) : p0 + s + 1;
+          for (int64_t j = 0; j < len; ++j) {
+            const int64_t t = ix ? int64_t(ix[j]) : j;
             const float* k = kvb.data() + (t * H + h) * kvw;
-            p[size_t(t)] = float(scale_) * (Ops::dot(qs, k, nope) + Ops::dot(qs + nope, kpe.data() + t * rope, rope));
+            p[size_t(j)] = float(scale_) * (Ops::dot(qs, k, nope) + Ops::dot(qs + nope, kpe.data() + t * rope, rope));
           }
           Ops::softmax(p.data(), len);
           float* os = o + (s * H + h) * vd;
           std::fill(os, os + vd, 0.0f);
-          for (int64_t t = 0; t < len; ++t) Ops::axpy(p[size_t(t)], kvb.data() + (t * H + h) * kvw + nope, os, vd);
+          for (int64_t j = 0; j < len; ++j)
+            Ops::axpy(p[size_t(j)], kvb.data() + ((ix ? int64_t(ix[j]) : j) * H + h) * kvw + nope, os, vd);
         }
     });
   }
@@ -174,9 +206,55 @@ class Mla {
     });
   }
 
+  // Absorbed attention over the selected rows only. Per query the selected row addresses are
+  // gathered once; heads then sweep them in blocks of kSparseBlock rows (a block stays in cache
+  // while every head of the thread's range reads it): scores, softmax, then o~ = sum_j p_j c_kv(j).
+  void attend_sparse(const float* q, int64_t n, const Selection& sel, const CacheView& cache, float* o) const {
+    const int64_t H = c_.num_heads, qk = c_.qk_head_dim(), nope = c_.qk_nope_head_dim, rope = c_.qk_rope_head_dim;
+    const int64_t lora = c_.kv_lora_rank, vd = c_.v_head_dim, kvw = nope + vd;
+    constexpr int64_t kSparseBlock = 64;
+    using Ops = backend::Ops<B>;
+    std::vector<float> qt(size_t(n * H * lora)), ot(size_t(n * H * lora));  // [n, H, lora]
+    parallel_for(H, [&](int64_t h0, int64_t h1) {
+      for (int64_t h = h0; h < h1; ++h)  // q~[s, h] = W_UK[h]^T q_nope_h[s]
+        Ops::linear_transposed_rows(kv_b_proj_, h * kvw, h * kvw + nope, q + h * qk, n, qt.data() + h * lora, H * qk, H * lora);
+    });
+    std::vector<const float*> rows;
+    for (int64_t s = 0; s < n; ++s) {
+      const int64_t len = sel.count[size_t(s)];
+      rows.resize(size_t(len));
+      for (int64_t j = 0; j < len; ++j) rows[size_t(j)] = cache.row(sel.row(s)[j]);
+      parallel_for(H, [&](int64_t h0, int64_t h1) {
+        std::vector<float> p(size_t((h1 - h0) * len));
+        for (int64_t j0 = 0; j0 < len; j0 += kSparseBlock)
+          for (int64_t h = h0; h < h1; ++h) {
+            const float* qs = q + (s * H + h) * qk;
+            const float* qts = qt.data() + (s * H + h) * lora;
+            for (int64_t j = j0; j < std::min(len, j0 + kSparseBlock); ++j) {
+              const float* row = rows[size_t(j)];
+              p[size_t((h - h0) * len + j)] = float(scale_) * (Ops::dot(qts, row, lora) + Ops::dot(qs + nope, row + lora, rope));
+            }
+          }
+        for (int64_t h = h0; h < h1; ++h) {
+          Ops::softmax(p.data() + (h - h0) * len, len);
+          std::fill(ot.data() + (s * H + h) * lora, ot.data() + (s * H + h + 1) * lora, 0.0f);
+        }
+        for (int64_t j0 = 0; j0 < len; j0 += kSparseBlock)
+          for (int64_t h = h0; h < h1; ++h)
+            for (int64_t j = j0; j < std::min(len, j0 + kSparseBlock); ++j)
+              Ops::axpy(p[size_t((h - h0) * len + j)], rows[size_t(j)], ot.data() + (s * H + h) * lora, lora);
+      });
+    }
+    parallel_for(H, [&](int64_t h0, int64_t h1) {
+      for (int64_t h = h0; h < h1; ++h)  // o_h[s] = W_UV[h] o~[s, h]
+        Ops::linear_rows(kv_b_proj_, h * kvw + nope, (h + 1) * kvw, ot.data() + h * lora, n, o + h * vd, H * lora, H * vd);
+    });
+  }
+
   MlaConfig c_;
   Rope rope_;
   double scale_ = 1.0;
+  std::optional<Indexer<B>> indexer_;
   BlockQuantMatrix q_a_proj_, q_b_proj_, q_proj_, kv_a_proj_with_mqa_, kv_b_proj_, o_proj_;
   RmsNorm<B> q_a_layernorm_, kv_a_layernorm_;
 };

@@ -1,0 +1,265 @@
+// DeepSeek-V3.2 sparse attention (nn/dsa.hpp + the sparse orders of nn/mla.hpp) against
+// transformers' DeepseekV32ForCausalLM (tests/reference/make_dsa_fixtures.py):
+//   v32_dsa_topk_small  index_topk 5 < T = 20: the selection changes the logits by > 1e-2
+//   v32_dsa_topk_large  index_topk 64 >= every context: DSA == dense MLA
+// logits within 1e-4 relative (same tolerance argument as test_deepseek_v3.cpp), the indexer's
+// selection identical to transformers' per layer and row, greedy identical, cached decode ==
+// full recompute, paged == contiguous, and unselected latent rows are never read.
+#include <deepseek/models/deepseek_v3.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <set>
+#include <string>
+#include <vector>
+
+using namespace deepseek;
+
+namespace {
+
+const std::string kModels = DEEPSEEK_FIXTURES_DIR "/models/";
+const char* kVariants[] = {"v32_dsa_topk_small", "v32_dsa_topk_large"};
+
+struct Reference {
+  std::shared_ptr<io::SafetensorsFile> file;
+  std::vector<int32_t> ids, greedy;
+  TensorView logits;
+};
+
+Reference load_reference(const std::string& variant) {
+  Reference r;
+  r.file = io::SafetensorsFile::open(kModels + variant + "/reference.safetensors");
+  auto ids = r.file->view("input_ids");
+  for (int64_t i = 0; i < ids.numel(); ++i) r.ids.push_back(int32_t(ids.data_as<int64_t>()[i]));
+  auto g = r.file->view("greedy_ids");
+  for (int64_t i = 0; i < g.numel(); ++i) r.greedy.push_back(int32_t(g.data_as<int64_t>()[i]));
+  r.logits = r.file->view("logits");
+  return r;
+}
+
+double rel_diff(const float* a, const float* b, int64_t n) {
+  double md = 0, mb = 1;
+  for (int64_t i = 0; i < n; ++i) {
+    md = std::max(md, double(std::fabs(a[i] - b[i])));
+    mb = std::max(mb, double(std::fabs(b[i])));
+  }
+  return md / mb;
+}
+
+bool all_finite(const std::vector<float>& v) {
+  return std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); });
+}
+
+int32_t argmax(const float* v, int64_t n) { return int32_t(std::max_element(v, v + n) - v); }
+
+// Per layer, the selection of every prompt row, by running the layers one at a time.
+std::vector<nn::Selection> prompt_selections(const models::DeepSeekV3<cpu>& model, const std::vector<int32_t>& ids,
+                                             nn::MlaMode mode = nn::MlaMode::absorbed) {
+  const int64_t T = int64_t(ids.size()), d = model.config().hidden_size;
+  auto cache = model.make_cache({64});
+  std::vector<float> h(size_t(T * d));
+  for (int64_t i = 0; i < T; ++i)
+    backend::cpu::to_f32(model.embedding().slice_rows(ids[size_t(i)], ids[size_t(i)] + 1), h.data() + i * d);
+  std::vector<nn::Selection> out(size_t(model.num_layers()));
+  for (int l = 0; l < model.num_layers(); ++l)
+    model.layer(l).forward(h.data(), T, 0, cache.view(l), mode, &out[size_t(l)]);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("V3.2 checkpoints load with their indexer", "[model][dsa]") {
+  auto ckpt = io::Checkpoint::open(kModels + "v32_dsa_topk_small");
+  models::DeepSeekV3<cpu> model(ckpt);
+  const auto& c = model.config();
+  REQUIRE(c.has_indexer());
+  REQUIRE(model.layer(0).self_attention().indexer() != nullptr);
+  REQUIRE(model.layer(0).self_attention().indexer()->config().topk == 5);
+  auto cache = model.make_cache({8});
+  REQUIRE(cache.width() == c.kv_lora_rank + c.qk_rope_head_dim + c.index_head_dim);
+}
+
+TEST_CASE("DSA logits match transformers", "[model][dsa][reference]") {
+  for (const char* variant : kVariants) {
+    INFO("variant " << variant);
+    models::DeepSeekV3<cpu> model(io::Checkpoint::open(kModels + variant));
+    auto ref = load_reference(variant);
+    const int64_t T = int64_t(ref.ids.size()), V = model.config().vocab_size;
+    REQUIRE(ref.logits.shape() == Shape{T, V});
+    for (auto mode : {nn::MlaMode::automatic, nn::MlaMode::naive, nn::MlaMode::absorbed}) {
+      for (auto layout : {nn::CacheLayout::contiguous, nn::CacheLayout::paged}) {
+        auto cache = model.make_cache({64, layout, 4});
+        std::vector<float> logits(size_t(T * V));
+        model.forward(ref.ids.data(), T, cache, logits.data(), true, nullptr, mode);
+        for (int64_t t = 0; t < T; ++t) {
+          INFO("row " << t << " mode " << int(mode) << " layout " << int(layout));
+          REQUIRE(rel_diff(logits.data() + t * V, ref.logits.data_as<float>() + t * V, V) < 1e-4);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("indexer selection matches transformers", "[model][dsa][reference]") {
+  for (const char* variant : kVariants) {
+    INFO("variant " << variant);
+    models::DeepSeekV3<cpu> model(io::Checkpoint::open(kModels + variant));
+    auto ref = load_reference(variant);
+    const int64_t T = int64_t(ref.ids.size());
+    for (auto mode : {nn::MlaMode::naive, nn::MlaMode::absorbed}) {
+      auto sel = prompt_selections(model, ref.ids, mode);
+      for (int l = 0; l < model.num_layers(); ++l) {
+        auto r = ref.file->view("index_topk_layer" + std::to_string(l));
+        const int64_t k = r.shape()[1];
+        REQUIRE(r.shape()[0] == T);
+        for (int64_t s = 0; s < T; ++s) {
+          INFO("layer " << l << " row " << s);
+          std::vector<int32_t> want,
+              got(sel[size_t(l)].row(s), sel[size_t(l)].row(s) + sel[size_t(l)].count[size_t(s)]);
+          for (int64_t j = 0; j < k; ++j)
+            if (r.data_as<int64_t>()[s * k + j] >= 0) want.push_back(int32_t(r.data_as<int64_t>()[s * k + j]));
+          REQUIRE(got == want);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("DSA greedy continuation matches transformers", "[model][dsa][generate]") {
+  for (const char* variant : kVariants) {
+    INFO("variant " << variant);
+    models::DeepSeekV3<cpu> model(io::Checkpoint::open(kModels + variant));
+    auto ref = load_reference(variant);
+    const int64_t V = model.config().vocab_size;
+    auto cache = model.make_cache({64});
+    std::vector<float> logits(static_cast<size_t>(V));
+    model.forward(ref.ids.data(), int64_t(ref.ids.size()), cache, logits.data());
+    std::vector<int32_t> out;
+    for (size_t i = 0; i < ref.greedy.size(); ++i) {
+      int32_t next = argmax(logits.data(), V);
+      out.push_back(next);
+      model.forward(&next, 1, cache, logits.data());
+    }
+    REQUIRE(out == ref.greedy);
+  }
+}
+
+TEST_CASE("DSA cached decode equals full recompute; paged equals contiguous", "[model][dsa][cache]") {
+  for (const char* variant : kVariants) {
+    INFO("variant " << variant);
+    models::DeepSeekV3<cpu> model(io::Checkpoint::open(kModels + variant));
+    auto ref = load_reference(variant);
+    // The prompt plus its greedy continuation: the decode steps past index_topk select.
+    std::vector<int32_t> ids = ref.ids;
+    ids.insert(ids.end(), ref.greedy.begin(), ref.greedy.end());
+    const int64_t T = int64_t(ids.size()), V = model.config().vocab_size;
+    std::vector<float> full(size_t(T * V));
+    auto c0 = model.make_cache({64});
+    model.forward(ids.data(), T, c0, full.data(), true, nullptr, nn::MlaMode::naive);
+    for (auto layout : {nn::CacheLayout::contiguous, nn::CacheLayout::paged}) {
+      for (int chunked = 0; chunked < 2; ++chunked) {
+        auto cache = model.make_cache({64, layout, 4});
+        int64_t t = 0;
+        auto step = [&](int64_t k) {
+          std::vector<float> out(size_t(k * V));
+          model.forward(ids.data() + t, k, cache, out.data(), true);
+          for (int64_t i = 0; i < k; ++i) {
+            INFO("position " << t + i << " layout " << int(layout) << " chunked " << chunked);
+            REQUIRE(rel_diff(out.data() + i * V, full.data() + (t + i) * V, V) < 1e-5);
+          }
+          t += k;
+        };
+        if (chunked) {
+          step(7);
+          step(3);
+          step(1);
+          step(9);
+          while (t < T) step(std::min<int64_t>(5, T - t));
+        } else {
+          while (t < T) step(1);
+        }
+        REQUIRE(cache.size() == T);
+      }
+    }
+  }
+}
+
+// Poison the latent part (c_kv ; k_pe) of every cached row no query of the step selected with NaN:
+// a kernel that read a dense row (even to give it weight 0) would produce NaN. The indexer keys
+// (the row's last index_head_dim values) stay intact, so the selection itself is unchanged.
+TEST_CASE("sparse attention never reads unselected rows", "[model][dsa][sparse]") {
+  const std::string variant = "v32_dsa_topk_small";
+  models::DeepSeekV3<cpu> model(io::Checkpoint::open(kModels + variant));
+  auto ref = load_reference(variant);
+  const auto& c = model.config();
+  const int64_t T = int64_t(ref.ids.size()), V = c.vocab_size, W = c.kv_lora_rank + c.qk_rope_head_dim;
+  const auto sel = prompt_selections(model, ref.ids);
+  for (int64_t chunk : {1, 3}) {
+    for (auto layout : {nn::CacheLayout::contiguous, nn::CacheLayout::paged}) {
+      INFO("chunk " << chunk << " layout " << int(layout));
+      const int64_t P = T - chunk;
+      auto cache = model.make_cache({64, layout, 4});
+      model.forward(ref.ids.data(), P, cache, nullptr);
+      int64_t poisoned = 0;
+      for (int l = 0; l < model.num_layers(); ++l) {
+        std::set<int32_t> keep;
+        for (int64_t s = P; s < T; ++s)
+          keep.insert(sel[size_t(l)].row(s), sel[size_t(l)].row(s) + sel[size_t(l)].count[size_t(s)]);
+        for (int64_t t = 0; t < P; ++t)
+          if (!keep.count(int32_t(t))) {
+            float* row = cache.view(l).row(t);
+            std::fill(row, row + W, std::numeric_limits<float>::quiet_NaN());
+            ++poisoned;
+          }
+      }
+      REQUIRE(poisoned >= (P - chunk * c.index_topk) * model.num_layers());  // at least the rows no query can select
+      std::vector<float> out(size_t(chunk * V));
+      model.forward(ref.ids.data() + P, chunk, cache, out.data(), true, nullptr, nn::MlaMode::absorbed);
+      REQUIRE(all_finite(out));
+      for (int64_t i = 0; i < chunk; ++i)
+        REQUIRE(rel_diff(out.data() + i * V, ref.logits.data_as<float>() + (P + i) * V, V) < 1e-4);
+      // Control: poisoning one selected row as well reaches the output, so a read of any
+      // poisoned row would have shown.
+      auto cache2 = model.make_cache({64, layout, 4});
+      model.forward(ref.ids.data(), P, cache2, nullptr);
+      float* row = cache2.view(0).row(sel[0].row(P)[0]);
+      std::fill(row, row + W, std::numeric_limits<float>::quiet_NaN());
+      model.forward(ref.ids.data() + P, chunk, cache2, out.data(), true, nullptr, nn::MlaMode::absorbed);
+      REQUIRE_FALSE(all_finite(out));
+    }
+  }
+}
+
+TEST_CASE("FP8 indexer drift", "[model][dsa][fp8]") {
+  for (const char* variant : kVariants) {
+    INFO("variant " << variant);
+    auto ckpt = io::Checkpoint::open(kModels + variant);
+    models::DeepSeekV3<cpu> exact(ckpt);
+    models::LoadOptions o;
+    o.indexer_precision = nn::IndexerPrecision::fp8_hadamard;
+    models::DeepSeekV3<cpu> fp8(ckpt, o);
+    REQUIRE(fp8.layer(0).self_attention().indexer()->precision() == nn::IndexerPrecision::fp8_hadamard);
+    auto ref = load_reference(variant);
+    std::vector<int32_t> ids = ref.ids;  // prompt + continuation: more rows that choose
+    ids.insert(ids.end(), ref.greedy.begin(), ref.greedy.end());
+    const auto a = prompt_selections(exact, ids), b = prompt_selections(fp8, ids);
+    int64_t total = 0, differ = 0;
+    for (size_t l = 0; l < a.size(); ++l)
+      for (int64_t s = exact.config().index_topk; s < int64_t(ids.size()); ++s) {  // rows that choose
+        std::set<int32_t> x(a[l].row(s), a[l].row(s) + a[l].count[size_t(s)]);
+        for (int64_t j = 0; j < b[l].count[size_t(s)]; ++j) differ += !x.count(b[l].row(s)[j]);
+        total += int64_t(x.size());
+      }
+    WARN(variant << ": FP8+Hadamard indexer changes " << differ << " of " << total
+                 << " selected entries (rows with more than index_topk candidates)");
+    REQUIRE(differ * 10 <= total);  // a few near-ties may flip; more would mean a wrong transform
+    // The FP8 model still runs end to end.
+    auto cache = fp8.make_cache({64});
+    std::vector<float> logits(size_t(fp8.config().vocab_size));
+    fp8.forward(ref.ids.data(), int64_t(ref.ids.size()), cache, logits.data());
+    REQUIRE(all_finite(logits));
+  }
+}
