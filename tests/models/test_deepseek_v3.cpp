@@ -7,6 +7,8 @@
 // another order (blocked dot products, FP8 scales applied per 128-column partial sum), which
 // moves results by ~1e-6 relative. 1e-4 of the largest logit leaves room for that and nothing
 // more: a wrong rope layout, scale or routing decision moves logits by > 1e-2.
+#include "reference_fixture.hpp"
+
 #include <deepseek/models/deepseek_v3.hpp>
 
 #include <catch2/catch.hpp>
@@ -21,40 +23,11 @@
 #include <vector>
 
 using namespace deepseek;
+using namespace deepseek::test;
 
 namespace {
 
-const std::string kModels = DEEPSEEK_FIXTURES_DIR "/models/";
 const char* kVariants[] = {"v3_yarn_qlora_bf16", "v3_noqlora_f32", "v3_fp8", "v2_softmax_group_limited", "v2_lite_greedy"};
-
-struct Reference {
-  std::shared_ptr<io::SafetensorsFile> file;
-  std::vector<int32_t> ids, greedy;
-  TensorView logits;
-};
-
-Reference load_reference(const std::string& variant) {
-  Reference r;
-  r.file = io::SafetensorsFile::open(kModels + variant + "/reference.safetensors");
-  auto ids = r.file->view("input_ids");
-  for (int64_t i = 0; i < ids.numel(); ++i) r.ids.push_back(int32_t(ids.data_as<int64_t>()[i]));
-  auto g = r.file->view("greedy_ids");
-  for (int64_t i = 0; i < g.numel(); ++i) r.greedy.push_back(int32_t(g.data_as<int64_t>()[i]));
-  r.logits = r.file->view("logits");
-  return r;
-}
-
-// max |a - b| over a row, relative to max(1, max |b|).
-double rel_diff(const float* a, const float* b, int64_t n) {
-  double md = 0, mb = 1;
-  for (int64_t i = 0; i < n; ++i) {
-    md = std::max(md, double(std::fabs(a[i] - b[i])));
-    mb = std::max(mb, double(std::fabs(b[i])));
-  }
-  return md / mb;
-}
-
-int32_t argmax(const float* v, int64_t n) { return int32_t(std::max_element(v, v + n) - v); }
 
 }  // namespace
 

@@ -5,6 +5,8 @@
 // logits within 1e-4 relative (same tolerance argument as test_deepseek_v3.cpp), the indexer's
 // selection identical to transformers' per layer and row, greedy identical, cached decode ==
 // full recompute, paged == contiguous, and unselected latent rows are never read.
+#include "reference_fixture.hpp"
+
 #include <deepseek/models/deepseek_v3.hpp>
 
 #include <catch2/catch.hpp>
@@ -17,43 +19,15 @@
 #include <vector>
 
 using namespace deepseek;
+using namespace deepseek::test;
 
 namespace {
 
-const std::string kModels = DEEPSEEK_FIXTURES_DIR "/models/";
 const char* kVariants[] = {"v32_dsa_topk_small", "v32_dsa_topk_large"};
-
-struct Reference {
-  std::shared_ptr<io::SafetensorsFile> file;
-  std::vector<int32_t> ids, greedy;
-  TensorView logits;
-};
-
-Reference load_reference(const std::string& variant) {
-  Reference r;
-  r.file = io::SafetensorsFile::open(kModels + variant + "/reference.safetensors");
-  auto ids = r.file->view("input_ids");
-  for (int64_t i = 0; i < ids.numel(); ++i) r.ids.push_back(int32_t(ids.data_as<int64_t>()[i]));
-  auto g = r.file->view("greedy_ids");
-  for (int64_t i = 0; i < g.numel(); ++i) r.greedy.push_back(int32_t(g.data_as<int64_t>()[i]));
-  r.logits = r.file->view("logits");
-  return r;
-}
-
-double rel_diff(const float* a, const float* b, int64_t n) {
-  double md = 0, mb = 1;
-  for (int64_t i = 0; i < n; ++i) {
-    md = std::max(md, double(std::fabs(a[i] - b[i])));
-    mb = std::max(mb, double(std::fabs(b[i])));
-  }
-  return md / mb;
-}
 
 bool all_finite(const std::vector<float>& v) {
   return std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); });
 }
-
-int32_t argmax(const float* v, int64_t n) { return int32_t(std::max_element(v, v + n) - v); }
 
 // Per layer, the selection of every prompt row, by running the layers one at a time.
 std::vector<nn::Selection> prompt_selections(const models::DeepSeekV3<cpu>& model, const std::vector<int32_t>& ids,

@@ -1,0 +1,51 @@
+// What the model tests share: a transformers reference (tests/reference/make_*_fixtures.py ->
+// tests/fixtures/models/<variant>/reference.safetensors) and the relative row difference the
+// tolerances are stated in.
+#pragma once
+
+#include <deepseek/io/safetensors.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace deepseek::test {
+
+inline const std::string kModels = DEEPSEEK_FIXTURES_DIR "/models/";
+
+struct Reference {
+  std::shared_ptr<io::SafetensorsFile> file;
+  std::vector<int32_t> ids, greedy;
+  TensorView logits;
+};
+
+inline std::vector<int32_t> ids_of(const TensorView& v) {
+  std::vector<int32_t> out;
+  for (int64_t i = 0; i < v.numel(); ++i) out.push_back(int32_t(v.data_as<int64_t>()[i]));
+  return out;
+}
+
+inline Reference load_reference(const std::string& variant) {
+  Reference r;
+  r.file = io::SafetensorsFile::open(kModels + variant + "/reference.safetensors");
+  r.ids = ids_of(r.file->view("input_ids"));
+  r.greedy = ids_of(r.file->view("greedy_ids"));
+  r.logits = r.file->view("logits");
+  return r;
+}
+
+// max |a - b| over a row, relative to max(1, max |b|).
+inline double rel_diff(const float* a, const float* b, int64_t n) {
+  double md = 0, mb = 1;
+  for (int64_t i = 0; i < n; ++i) {
+    md = std::max(md, double(std::fabs(a[i] - b[i])));
+    mb = std::max(mb, double(std::fabs(b[i])));
+  }
+  return md / mb;
+}
+
+inline int32_t argmax(const float* v, int64_t n) { return int32_t(std::max_element(v, v + n) - v); }
+
+}  // namespace deepseek::test
