@@ -28,7 +28,7 @@
 
 namespace deepseek::backend::cpu {
 
-inline constexpr int64_t kSmallMaxTokens = 24;
+inline constexpr int64_t kSmallMaxTokens = 32;
 inline constexpr int64_t kTileRows = 64;
 
 // Plain reference: no vectors, no threads, double accumulation.
@@ -118,26 +118,35 @@ struct RowLoad<DType::f8_e4m3> {
 #endif
 };
 
-// out[i][t] = dot(row_i, x_t) for R rows and N tokens; x_t = x + t * ldx, length cols.
+// out[i][t] = dot(row_i, x_t) for R rows and N tokens. The vector part reads the tokens from
+// `xp`, packed as [cols / 8][N][8] so one 8-column step loads N adjacent vectors (rows of x lie
+// 4-8 KB apart, and N + R streams that far apart would thrash L1's sets); the scalar tail reads
+// x_t = x + t * ldx.
 template <DType D, int R, int N>
-inline void dot_block(const typename RowLoad<D>::T* const* rows, const float* x, int64_t ldx, int64_t cols, float (*out)[N]) {
+inline void dot_block(const typename RowLoad<D>::T* const* rows, const float* xp, const float* x, int64_t ldx, int64_t cols,
+                      float (*out)[N]) {
   using L = RowLoad<D>;
   int64_t c = 0;
 #if DEEPSEEK_CPU_AVX2
   __m256 acc[R][N];
   for (int i = 0; i < R; ++i)
     for (int t = 0; t < N; ++t) acc[i][t] = _mm256_setzero_ps();
-  for (; c + 8 <= cols; c += 8) {
+  // The accumulators must live in registers: the loops over R and N are unrolled completely.
+  for (; c + 8 <= cols; c += 8, xp += 8 * N) {
     __m256 w[R];
+#pragma GCC unroll 4
     for (int i = 0; i < R; ++i) w[i] = L::vec(rows[i], c);
+#pragma GCC unroll 8
     for (int t = 0; t < N; ++t) {
-      const __m256 xv = _mm256_loadu_ps(x + t * ldx + c);
+      const __m256 xv = _mm256_loadu_ps(xp + 8 * t);
+#pragma GCC unroll 4
       for (int i = 0; i < R; ++i) acc[i][t] = _mm256_fmadd_ps(w[i], xv, acc[i][t]);
     }
   }
   for (int i = 0; i < R; ++i)
     for (int t = 0; t < N; ++t) out[i][t] = hsum(acc[i][t]);
 #else
+  (void)xp;
   for (int i = 0; i < R; ++i)
     for (int t = 0; t < N; ++t) out[i][t] = 0.0f;
 #endif
@@ -146,18 +155,22 @@ inline void dot_block(const typename RowLoad<D>::T* const* rows, const float* x,
       for (int t = 0; t < N; ++t) out[i][t] += L::scalar(rows[i], c) * x[t * ldx + c];
 }
 
-// y[t, i - r0] for rows [ra, rb) of one FP8 row block (or any rows of f32 / bf16 weights).
+// y[t, i - r0] for rows [ra, rb) of one FP8 row block (or any rows of f32 / bf16 weights), N tokens.
 template <DType D, int N>
 inline void small_rows(const BlockQuantMatrix& W, int64_t ra, int64_t rb, int64_t r0, const float* x, int64_t ldx, float* y,
                        int64_t ldy) {
   using T = typename RowLoad<D>::T;
-  const int64_t cols = W.cols();
+  const int64_t cols = W.cols(), vec_cols = cols / 8 * 8;
+  static thread_local std::vector<float> packed;
+  packed.resize(size_t(vec_cols * N));
+  for (int64_t c = 0; c < vec_cols; c += 8)
+    for (int t = 0; t < N; ++t) std::copy(x + t * ldx + c, x + t * ldx + c + 8, packed.data() + c * N + 8 * t);
   const T* base = W.weight.data_as<const T>();
   int64_t r = ra;
   for (; r + 2 <= rb; r += 2) {
     const T* rows[2] = {base + r * cols, base + (r + 1) * cols};
     float out[2][N];
-    dot_block<D, 2, N>(rows, x, ldx, cols, out);
+    dot_block<D, 2, N>(rows, packed.data(), x, ldx, cols, out);
     for (int t = 0; t < N; ++t) {
       y[t * ldy + r - r0] = out[0][t];
       y[t * ldy + r + 1 - r0] = out[1][t];
@@ -166,7 +179,7 @@ inline void small_rows(const BlockQuantMatrix& W, int64_t ra, int64_t rb, int64_
   if (r < rb) {
     const T* rows[1] = {base + r * cols};
     float out[1][N];
-    dot_block<D, 1, N>(rows, x, ldx, cols, out);
+    dot_block<D, 1, N>(rows, packed.data(), x, ldx, cols, out);
     for (int t = 0; t < N; ++t) y[t * ldy + r - r0] = out[0][t];
   }
 }
