@@ -1,11 +1,16 @@
 // deepseek-cli logits | generate: run a V2/V3-family checkpoint on the CPU.
 //   logits   --model DIR --ids 1,2,3 --out FILE.npy [--threads N]   float32 [T, vocab], C order
 //   generate --model DIR (--ids 1,2,3 | --prompt TEXT) [--max-new N] [--greedy | --temperature T
-//            --top-p P --top-k K --seed S] [--print-ids] [--stats] [--threads N] [--max-context N]
-//   --stats prints one JSON line on stderr: prompt/generated tokens, prefill and decode tokens/s.
+//            --top-p P --top-k K --seed S] [--mtp] [--print-ids] [--stats] [--threads N] [--max-context N]
+//   --mtp decodes speculatively with the checkpoint's MTP module as the draft (spec §6.2): same output
+//   as without it under --greedy, same distribution when sampling.
+//   --stats prints one JSON line on stderr: prompt/generated tokens, prefill and decode tokens/s; with
+//   --mtp also drafted/accepted tokens, acceptance_rate and tokens_per_forward (main decode forwards).
 #include "command.hpp"
 
 #include <deepseek/deepseek.hpp>
+#include <deepseek/generate/speculative.hpp>
+#include <deepseek/models/mtp_head.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -43,8 +48,7 @@ std::vector<int32_t> parse_ids(const std::string& s) {
 
 // A progress bar on stderr while the layers are set up; shown for checkpoints of 1 GB and more
 // (their pages are read from disk as each layer's weights are first touched).
-std::shared_ptr<models::DeepSeekV3<cpu>> load_model(const std::string& dir) {
-  auto ckpt = io::Checkpoint::open(dir);
+std::shared_ptr<models::DeepSeekV3<cpu>> load_model(const std::shared_ptr<io::Checkpoint>& ckpt) {
   int64_t bytes = 0;
   for (const auto& n : ckpt->names()) bytes += int64_t(ckpt->find(n)->end - ckpt->find(n)->begin);
   models::LoadOptions opts;
@@ -57,6 +61,9 @@ std::shared_ptr<models::DeepSeekV3<cpu>> load_model(const std::string& dir) {
     };
   }
   return std::make_shared<models::DeepSeekV3<cpu>>(ckpt, opts);
+}
+std::shared_ptr<models::DeepSeekV3<cpu>> load_model(const std::string& dir) {
+  return load_model(io::Checkpoint::open(dir));
 }
 
 void write_npy(const std::string& path, const float* data, int64_t rows, int64_t cols) {
@@ -95,12 +102,12 @@ int run_logits(int argc, char** argv) {
 }
 
 int run_generate(int argc, char** argv) {
-  cli::Args args(argc, argv, {"greedy", "print-ids", "stats"},
+  cli::Args args(argc, argv, {"greedy", "print-ids", "stats", "mtp"},
                  {"model", "ids", "prompt", "max-new", "temperature", "top-p", "top-k", "seed", "threads", "max-context", "backend"});
   if (args.help()) {
     std::printf(
         "usage: deepseek-cli generate --model DIR (--ids 1,2,3 | --prompt TEXT) [--max-new N]\n"
-        "         [--greedy | --temperature T --top-p P --top-k K --seed S] [--print-ids] [--stats]\n"
+        "         [--greedy | --temperature T --top-p P --top-k K --seed S] [--mtp] [--print-ids] [--stats]\n"
         "         [--threads N] [--max-context N]\n");
     return 0;
   }
@@ -131,35 +138,59 @@ int run_generate(int argc, char** argv) {
     prompt = parse_ids(args.get("ids"));
   }
 
-  auto model = load_model(dir);
+  auto ckpt = io::Checkpoint::open(dir);
+  const bool mtp = args.flag("mtp");
+  if (mtp && ckpt->config().num_nextn_predict_layers < 1)
+    throw Error("--mtp needs a checkpoint with an MTP module, but num_nextn_predict_layers is 0",
+                at_field("num_nextn_predict_layers", dir + "/config.json"));
+  auto model = load_model(ckpt);
+  std::optional<models::MtpHead<cpu>> draft;
+  if (mtp) draft.emplace(ckpt, *model);  // throws if the MTP weights are missing
   const int64_t max_ctx = args.get_int("max-context", int64_t(prompt.size()) + go.max_new_tokens);
   auto cache = model->make_cache({max_ctx});
-  generate::Generator<models::DeepSeekV3<cpu>> gen(*model, cache, go);
   std::optional<tokenizer::Tokenizer::StreamDecoder> stream;
   if (tok && !args.flag("print-ids")) {
     stream.emplace(*tok);
     std::fputs(args.get("prompt").c_str(), stdout);
     std::fflush(stdout);
   }
-  auto out = gen.run(prompt, [&](int32_t id) {
+  auto on_token = [&](int32_t id) {
     if (stream) {
       std::fputs(stream->push(tokenizer::TokenId(id)).c_str(), stdout);
       std::fflush(stdout);
     }
     return true;
-  });
+  };
+  std::vector<int32_t> out;
+  generate::SpeculativeStats s;
+  if (draft) {
+    generate::SpeculativeGenerator<models::DeepSeekV3<cpu>, models::MtpHead<cpu>> gen(*model, *draft, cache, go);
+    out = gen.run(prompt, on_token);
+    s = gen.stats();
+  } else {
+    generate::Generator<models::DeepSeekV3<cpu>> gen(*model, cache, go);
+    out = gen.run(prompt, on_token);
+    static_cast<generate::GenerateStats&>(s) = gen.stats();
+  }
   if (stream) std::printf("%s\n", stream->finish().c_str());
   if (args.flag("print-ids")) {
     for (size_t i = 0; i < out.size(); ++i) std::printf(i ? " %d" : "%d", out[i]);
     std::printf("\n");
   }
+  std::fflush(stdout);  // the text first, then the stats line on stderr
   if (args.flag("stats")) {
-    const auto& s = gen.stats();
     nlohmann::ordered_json j = {{"prompt_tokens", s.prompt_tokens},
                                 {"generated_tokens", s.generated_tokens},
                                 {"prefill_tokens_per_s", s.prefill_tokens_per_second()},
                                 {"decode_tokens_per_s", s.decode_tokens_per_second()},
                                 {"threads", num_threads()}};
+    if (draft) {
+      j["mtp"] = true;
+      j["drafted"] = s.drafted;
+      j["accepted"] = s.accepted;
+      j["acceptance_rate"] = s.acceptance_rate();
+      j["tokens_per_forward"] = s.tokens_per_forward();
+    }
     std::fprintf(stderr, "%s\n", j.dump().c_str());
   }
   return 0;

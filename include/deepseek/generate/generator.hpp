@@ -57,6 +57,8 @@ class Generator {
     auto t1 = clock::now();
     stats_.prompt_tokens += int64_t(prompt.size());
     stats_.prefill_seconds += std::chrono::duration<double>(t1 - t0).count();
+    // Decode time runs from the end of the prefill to the last token, sampling included (so it
+    // compares with the speculative generator's wall time).
     for (int64_t i = 0; i < o_.max_new_tokens; ++i) {
       const int32_t next = sampler_.sample(logits.data(), c.vocab_size);
       out.push_back(next);
@@ -64,10 +66,9 @@ class Generator {
       if (on_token && !on_token(next)) break;
       if (o_.stop_at_eos && is_eos(next)) break;
       if (i + 1 == o_.max_new_tokens) break;
-      auto a = clock::now();
       model_.forward(&next, 1, cache_, logits.data());
-      stats_.decode_seconds += std::chrono::duration<double>(clock::now() - a).count();
     }
+    stats_.decode_seconds += std::chrono::duration<double>(clock::now() - t1).count();
     return out;
   }
 

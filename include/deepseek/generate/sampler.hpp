@@ -56,7 +56,15 @@ class Sampler {
     int64_t keep = n;
     if (o_.top_k > 0 && o_.top_k < n) keep = o_.top_k;
     auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
-    std::partial_sort(order.begin(), order.begin() + keep, order.end(), by_logit);
+    // Only top-k and top-p need the order; plain temperature sampling needs just the maximum.
+    if (keep < n) {
+      std::nth_element(order.begin(), order.begin() + keep, order.end(), by_logit);
+      std::sort(order.begin(), order.begin() + keep, by_logit);
+    } else if (o_.top_p < 1.0f) {
+      std::sort(order.begin(), order.end(), by_logit);
+    } else {
+      std::swap(order[0], order[size_t(argmax(logits, n))]);
+    }
     const float inv_t = 1.0f / o_.temperature;
     const double mx = double(logits[order[0]]) * inv_t;
     double sum = 0;

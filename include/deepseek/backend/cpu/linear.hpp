@@ -5,7 +5,7 @@
 //
 // Versions, all tested against linear_reference (plain loops over BlockQuantMatrix::at):
 //   small  n <= kSmallMaxTokens (decode, MTP verify, the few tokens one MoE expert sees in a
-//          prefill): a register-blocked kernel reads 2 weight rows at a time, widens them in
+//          prefill): a register-blocked kernel reads 2-4 weight rows at a time, widens them in
 //          registers (bf16: shift; e4m3: through F16C) and multiplies them into up to 6 token
 //          vectors at once, so each weight byte is read once per 6 tokens. FP8 block scales are
 //          not applied per block in the loop: per 128-row block the input is prescaled,
@@ -166,17 +166,20 @@ inline void small_rows(const BlockQuantMatrix& W, int64_t ra, int64_t rb, int64_
   for (int64_t c = 0; c < vec_cols; c += 8)
     for (int t = 0; t < N; ++t) std::copy(x + t * ldx + c, x + t * ldx + c + 8, packed.data() + c * N + 8 * t);
   const T* base = W.weight.data_as<const T>();
+  // Rows per step: with few tokens, more rows keep enough independent FMA chains in flight to
+  // cover the FMA latency (R x N accumulators); with more tokens, 2 rows x 6 tokens fill the
+  // 16 vector registers.
+  constexpr int R = N <= 2 ? 4 : 2;
   int64_t r = ra;
-  for (; r + 2 <= rb; r += 2) {
-    const T* rows[2] = {base + r * cols, base + (r + 1) * cols};
-    float out[2][N];
-    dot_block<D, 2, N>(rows, packed.data(), x, ldx, cols, out);
-    for (int t = 0; t < N; ++t) {
-      y[t * ldy + r - r0] = out[0][t];
-      y[t * ldy + r + 1 - r0] = out[1][t];
-    }
+  for (; r + R <= rb; r += R) {
+    const T* rows[R];
+    for (int i = 0; i < R; ++i) rows[i] = base + (r + i) * cols;
+    float out[R][N];
+    dot_block<D, R, N>(rows, packed.data(), x, ldx, cols, out);
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < N; ++t) y[t * ldy + r + i - r0] = out[i][t];
   }
-  if (r < rb) {
+  for (; r < rb; ++r) {
     const T* rows[1] = {base + r * cols};
     float out[1][N];
     dot_block<D, 1, N>(rows, packed.data(), x, ldx, cols, out);

@@ -1,0 +1,95 @@
+// deepseek-cli perplexity --model DIR --text FILE [--window 128] [--max-tokens N] [--tokenizer PATH] [--threads N]
+//
+// Perplexity of a text file under a checkpoint, defined exactly as tests/reference/make_demo_fixtures.py does:
+//   ids = encode(FILE) without BOS (added-token text is matched as usual), truncated to the first N ids
+//   (--max-tokens, 0 = all); consecutive non-overlapping windows of `window` ids (the last may be shorter);
+//   each window runs from an empty KV cache as [BOS] + window and every window id is predicted (the first
+//   from BOS alone). Without a BOS token a window runs as is and its first id is not predicted.
+//   nll = mean over predicted ids of -log softmax(logits)[id] (natural log, double accumulation);
+//   perplexity = exp(nll).
+// Prints one JSON line: {"tokens": <predicted ids>, "windows": W, "nll": ..., "perplexity": ...}.
+// The tokenizer is DIR/tokenizer.json (+ tokenizer_config.json) unless --tokenizer says otherwise.
+#include "command.hpp"
+
+#include <deepseek/deepseek.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace deepseek;
+
+int run_perplexity(int argc, char** argv) {
+  cli::Args args(argc, argv, {}, {"model", "text", "window", "max-tokens", "tokenizer", "threads"});
+  if (args.help()) {
+    std::printf(
+        "usage: deepseek-cli perplexity --model DIR --text FILE [--window 128] [--max-tokens N] [--tokenizer PATH] [--threads N]\n"
+        "  non-overlapping windows of `window` tokens, each evaluated as [BOS] + window from an empty cache;\n"
+        "  prints {\"tokens\":..., \"windows\":..., \"nll\":..., \"perplexity\":...} (nll = mean nats/token)\n");
+    return 0;
+  }
+  if (args.has("threads")) set_num_threads(int(args.get_int("threads", 1)));
+  const std::string dir = args.required("model");
+  const std::string text_path = args.required("text");
+  const long long window = args.get_int("window", 128);
+  const long long max_tokens = args.get_int("max-tokens", 0);
+  if (window < 1) throw Error("--window must be at least 1");
+  if (max_tokens < 0) throw Error("--max-tokens must be >= 0 (0 = all)");
+
+  const auto tok = tokenizer::Tokenizer::from_file(args.get("tokenizer", dir));
+  std::ifstream f(text_path, std::ios::binary);
+  if (!f) throw Error("cannot open text file", in_file(text_path));
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::vector<tokenizer::TokenId> ids = tok.encode(text);
+  if (max_tokens > 0 && int64_t(ids.size()) > max_tokens) ids.resize(size_t(max_tokens));
+
+  models::DeepSeekV3<cpu> model(io::Checkpoint::open(dir));
+  const int64_t V = model.config().vocab_size;
+  const auto bos = tok.bos_id();
+  const int64_t seq_max = window + (bos ? 1 : 0);
+  if (seq_max > model.config().max_position_embeddings)
+    throw Error("--window " + std::to_string(window) + " exceeds max_position_embeddings");
+
+  double nll = 0;
+  int64_t predicted = 0, windows = 0;
+  std::vector<int32_t> seq;
+  std::vector<float> logits;
+  for (size_t s = 0; s < ids.size(); s += size_t(window)) {
+    const size_t e = std::min(ids.size(), s + size_t(window));
+    seq.clear();
+    if (bos) seq.push_back(int32_t(*bos));
+    for (size_t i = s; i < e; ++i) seq.push_back(int32_t(ids[i]));
+    const int64_t T = int64_t(seq.size());
+    ++windows;
+    if (T < 2) continue;
+    auto cache = model.make_cache({T});
+    logits.resize(size_t(T * V));
+    model.forward(seq.data(), T, cache, logits.data(), true);
+    for (int64_t t = 0; t + 1 < T; ++t) {
+      const float* row = logits.data() + t * V;
+      const double mx = *std::max_element(row, row + V);
+      double sum = 0;
+      for (int64_t v = 0; v < V; ++v) sum += std::exp(double(row[v]) - mx);
+      nll += (mx + std::log(sum)) - double(row[seq[size_t(t + 1)]]);
+      ++predicted;
+    }
+  }
+  if (predicted == 0) throw Error("the text has too few tokens to predict any", in_file(text_path));
+  const double mean = nll / double(predicted);
+  nlohmann::ordered_json j = {{"tokens", predicted}, {"windows", windows}, {"nll", mean}, {"perplexity", std::exp(mean)}};
+  std::printf("%s\n", j.dump().c_str());
+  return 0;
+}
+
+}  // namespace
+
+DEEPSEEK_CLI_COMMAND("perplexity", "perplexity of a text file (non-overlapping windows, each starting with BOS)", run_perplexity);

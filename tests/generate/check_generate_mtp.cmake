@@ -1,0 +1,25 @@
+# Runs `deepseek-cli generate --greedy --print-ids` with and without --mtp on the prompt in EXPECTED's
+# first line: both must print the transformers greedy ids of its second line, up to and including the
+# first end-of-sequence id 1 (the fixtures' eos_token_id), where generation stops.
+file(STRINGS ${EXPECTED} lines)
+list(GET lines 0 prompt)
+list(GET lines 1 expected)
+string(REPLACE " " ";" ids "${expected}")
+set(want "")
+foreach(id IN LISTS ids)
+  list(APPEND want ${id})
+  if(id STREQUAL "1")
+    break()
+  endif()
+endforeach()
+string(REPLACE ";" " " want "${want}")
+foreach(extra "" "--mtp")
+  execute_process(COMMAND ${CLI} generate --model ${MODEL} --ids ${prompt} --max-new 16 --greedy --print-ids ${extra}
+                  OUTPUT_VARIABLE out RESULT_VARIABLE rc OUTPUT_STRIP_TRAILING_WHITESPACE)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "deepseek-cli ${extra} failed (${rc})")
+  endif()
+  if(NOT out STREQUAL want)
+    message(FATAL_ERROR "greedy ids differ (${extra})\n  ours:         ${out}\n  transformers: ${want}")
+  endif()
+endforeach()
