@@ -1,33 +1,26 @@
-// The README's usage example: open a checkpoint, print its config and one FP8 weight, and
-// tokenize a chat prompt with the DeepSeek-V3 tokenizer.
-//   usage CHECKPOINT_DIR TOKENIZER   (e.g. tests/fixtures/models/v3_fp8 assets/tokenizers/deepseek-v3)
+// Loads a DeepSeek checkpoint directory (config.json + safetensors + tokenizer.json) and continues a
+// prompt: usage MODEL_DIR "prompt"   e.g. examples/models/deepseek-v3-demo "The Python interpreter"
 #include <deepseek/deepseek.hpp>
-#include <deepseek/tokenizer.hpp>
 
 #include <cstdio>
 
-using nlohmann::literals::operator""_json;
-
 int main(int argc, char** argv) try {
-  if (argc != 3) return std::fprintf(stderr, "usage: %s CHECKPOINT_DIR TOKENIZER\n", argv[0]), 2;
+  if (argc != 3) return std::fprintf(stderr, "usage: %s MODEL_DIR PROMPT\n", argv[0]), 2;
   auto ckpt = deepseek::io::Checkpoint::open(argv[1]);  // config.json + (sharded) safetensors, mmapped
-  const deepseek::io::ModelConfig& c = ckpt->config();
-  std::printf("%s: %d layers, hidden %lld, %d routed experts, top-%d\n", c.model_type.c_str(), c.num_hidden_layers,
-              static_cast<long long>(c.hidden_size), c.n_routed_experts, c.num_experts_per_tok);
+  deepseek::models::DeepSeekV3<deepseek::cpu> model(ckpt);  // V2 / V3 / R1 / V3.2, bf16 or FP8
+  auto tok = deepseek::tokenizer::Tokenizer::from_file(argv[1]);
 
-  deepseek::io::Weights attn(ckpt, "model.layers.0.self_attn.");  // FP8 weight + weight_scale_inv as one matrix
-  auto kv_a = attn.matrix("kv_a_proj_with_mqa", c.kv_lora_rank + c.qk_rope_head_dim, c.hidden_size);
-  std::printf("kv_a_proj_with_mqa: %s %s, scales %s\n", deepseek::dtype_name(kv_a.weight.dtype()),
-              kv_a.weight.shape().str().c_str(), kv_a.scale_inv.shape().str().c_str());
+  std::vector<int32_t> prompt;
+  for (auto id : tok.encode(argv[2], /*add_bos=*/true)) prompt.push_back(int32_t(id));
+  auto cache = model.make_cache({/*max_tokens=*/512});  // MLA latent cache: kv_lora + rope values per token
+  deepseek::generate::GenerateOptions opts;
+  opts.max_new_tokens = 40;  // greedy by default; set opts.sampling for temperature / top-p
+  deepseek::generate::Generator<deepseek::models::DeepSeekV3<deepseek::cpu>> gen(model, cache, opts);
 
-  auto tok = deepseek::tokenizer::Tokenizer::from_file(argv[2]);
-  deepseek::chat::ChatOptions opts;
-  opts.add_generation_prompt = true;
-  const auto messages = deepseek::chat::messages_from_json(R"([{"role": "user", "content": "Hello, DeepSeek!"}])"_json);
-  const auto ids = tok.encode(deepseek::chat::format_v3(messages, opts));
-  std::printf("%zu tokens:", ids.size());
-  for (auto id : ids) std::printf(" %d", static_cast<int>(id));
-  std::printf("\n");
+  deepseek::tokenizer::Tokenizer::StreamDecoder text(tok);  // never splits a UTF-8 character
+  std::printf("%s", argv[2]);
+  gen.run(prompt, [&](int32_t id) { return std::printf("%s", text.push(deepseek::tokenizer::TokenId(id)).c_str()) >= 0; });
+  std::printf("%s\n", text.finish().c_str());
   return 0;
 } catch (const deepseek::Error& e) {
   std::fprintf(stderr, "error: %s\n", e.what());
