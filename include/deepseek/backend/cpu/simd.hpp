@@ -36,6 +36,13 @@ inline __m256 load_e4m3x8_div256(const uint8_t* p) {
   const __m128i h = _mm_slli_epi16(_mm_add_epi16(b, _mm_and_si128(b, _mm_set1_epi16(0x80))), 7);
   return _mm256_cvtph_ps(h);
 }
+// The same for 16 bytes at once: the integer steps run once on 256-bit lanes for both halves.
+inline void load_e4m3x16_div256(const uint8_t* p, __m256& lo, __m256& hi) {
+  const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  const __m256i h = _mm256_slli_epi16(_mm256_add_epi16(b, _mm256_and_si256(b, _mm256_set1_epi16(0x80))), 7);
+  lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
+  hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
+}
 #endif
 
 }  // namespace deepseek::backend::cpu
