@@ -7,6 +7,8 @@
 //    wrong (every draft rejected) or exact (every draft accepted).
 //  - Speculative sampling has the main model's distribution: toy 5-token models, 20,000 runs,
 //    empirical distribution of the first three tokens vs the exact one.
+#include "../models/reference_fixture.hpp"
+
 #include <deepseek/generate/generator.hpp>
 #include <deepseek/generate/speculative.hpp>
 #include <deepseek/io/safetensors.hpp>
@@ -23,26 +25,13 @@
 #include <vector>
 
 using namespace deepseek;
+using deepseek::test::ids_of;
+using deepseek::test::kModels;
+using deepseek::test::rel_diff;
 
 namespace {
 
-const std::string kModels = DEEPSEEK_FIXTURES_DIR "/models/";
 const char* kMtpVariants[] = {"v3_mtp", "v3_mtp_shared"};
-
-double rel_diff(const float* a, const float* b, int64_t n) {
-  double md = 0, mb = 1;
-  for (int64_t i = 0; i < n; ++i) {
-    md = std::max(md, double(std::fabs(a[i] - b[i])));
-    mb = std::max(mb, double(std::fabs(b[i])));
-  }
-  return md / mb;
-}
-
-std::vector<int32_t> ids_of(const TensorView& v) {
-  std::vector<int32_t> out;
-  for (int64_t i = 0; i < v.numel(); ++i) out.push_back(int32_t(v.data_as<int64_t>()[i]));
-  return out;
-}
 
 uint64_t splitmix(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <deepseek/io/safetensors.hpp>
+#include <deepseek/models/deepseek_v3.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -47,5 +48,21 @@ inline double rel_diff(const float* a, const float* b, int64_t n) {
 }
 
 inline int32_t argmax(const float* v, int64_t n) { return int32_t(std::max_element(v, v + n) - v); }
+
+// n greedy tokens after `prompt`, decoded one at a time with the cache.
+template <class Model>
+std::vector<int32_t> greedy_continuation(const Model& model, const std::vector<int32_t>& prompt, size_t n) {
+  const int64_t V = model.config().vocab_size;
+  auto cache = model.make_cache({int64_t(prompt.size() + n)});
+  std::vector<float> logits(static_cast<size_t>(V));
+  model.forward(prompt.data(), int64_t(prompt.size()), cache, logits.data());
+  std::vector<int32_t> out;
+  for (size_t i = 0; i < n; ++i) {
+    int32_t next = argmax(logits.data(), V);
+    out.push_back(next);
+    if (i + 1 < n) model.forward(&next, 1, cache, logits.data());
+  }
+  return out;
+}
 
 }  // namespace deepseek::test

@@ -6,6 +6,8 @@
 //   - 16 greedy tokens per prompt identical (cached decode),
 //   - held-out perplexity (512 tokens, windows of 128, each as [BOS] + window) within 1e-4 relative.
 // Tolerance as in test_deepseek_v3.cpp: same math on the same stored values, in another order.
+#include "reference_fixture.hpp"
+
 #include <deepseek/models/deepseek_v3.hpp>
 #include <deepseek/tokenizer.hpp>
 
@@ -20,28 +22,16 @@
 #include <vector>
 
 using namespace deepseek;
+using deepseek::test::ids_of;
+using deepseek::test::kModels;
+using deepseek::test::rel_diff;
 
 namespace {
 
 const std::string kDemoModel = DEEPSEEK_FIXTURES_DIR "/../../examples/models/deepseek-v3-demo";
 const std::string kDemoFixtures = DEEPSEEK_FIXTURES_DIR "/demo/";
 
-std::vector<int32_t> ids_of(const TensorView& v) {
-  std::vector<int32_t> out;
-  for (int64_t i = 0; i < v.numel(); ++i) out.push_back(int32_t(v.data_as<int64_t>()[i]));
-  return out;
-}
-
 std::vector<int32_t> to_i32(const std::vector<tokenizer::TokenId>& v) { return std::vector<int32_t>(v.begin(), v.end()); }
-
-double rel_diff(const float* a, const float* b, int64_t n) {
-  double md = 0, mb = 1;
-  for (int64_t i = 0; i < n; ++i) {
-    md = std::max(md, double(std::fabs(a[i] - b[i])));
-    mb = std::max(mb, double(std::fabs(b[i])));
-  }
-  return md / mb;
-}
 
 std::string read_text(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
