@@ -7,6 +7,8 @@
 //   DEEPSEEK_BENCH_DIR          where the synthetic checkpoints are written (default /tmp/deepseek-bench)
 //   DEEPSEEK_BENCH_LAYERS_BF16  layers of the bf16 model (default 12: 13.4 GB)
 //   DEEPSEEK_BENCH_LAYERS_FP8   layers of the FP8 model (default 24: 14.9 GB)
+// BM_Decode/BM_Prefill's last argument: 0 = f32 activations (exact), 1 = bf16 activations
+// (LoadOptions::activations; the AVX512-BF16 kernel for the bf16 model where the CPU has it).
 // bench/model_vs_transformers.py runs transformers on the same bf16 checkpoint for the ratio.
 #include "synthetic_checkpoint.hpp"
 
@@ -58,9 +60,9 @@ double decode_bytes(const io::Checkpoint& ck) {
   return total;
 }
 
-Loaded& load(bool fp8) {
-  static std::map<bool, Loaded> cache;
-  auto it = cache.find(fp8);
+Loaded& load(bool fp8, bool bf16_activations) {
+  static std::map<std::pair<bool, bool>, Loaded> cache;
+  auto it = cache.find({fp8, bf16_activations});
   if (it != cache.end()) return it->second;
   const std::string base = env_or("DEEPSEEK_BENCH_DIR", "/tmp/deepseek-bench");
   const int layers = std::atoi(env_or(fp8 ? "DEEPSEEK_BENCH_LAYERS_FP8" : "DEEPSEEK_BENCH_LAYERS_BF16", fp8 ? "24" : "12").c_str());
@@ -69,8 +71,16 @@ Loaded& load(bool fp8) {
   Loaded l;
   auto ck = io::Checkpoint::open(dir);
   l.bytes_per_token = decode_bytes(*ck);
-  l.model = std::make_shared<models::DeepSeekV3<cpu>>(ck);
-  return cache[fp8] = l;
+  models::LoadOptions o;
+  o.activations = bf16_activations ? ActivationDType::bf16 : ActivationDType::f32;
+  l.model = std::make_shared<models::DeepSeekV3<cpu>>(ck, o);
+  return cache[{fp8, bf16_activations}] = l;
+}
+
+std::string label(bool fp8, bool bf16_act) {
+  std::string s = fp8 ? "fp8" : "bf16";
+  if (!bf16_act) return s + ", f32 activations";
+  return s + ", bf16 activations" + (!fp8 && backend::cpu::has_avx512bf16() ? " (avx512bf16)" : "");
 }
 
 void BM_MemoryBandwidth(benchmark::State& state) {
@@ -88,8 +98,8 @@ void BM_MemoryBandwidth(benchmark::State& state) {
 }
 
 void BM_Decode(benchmark::State& state) {
-  const bool fp8 = state.range(0) != 0;
-  auto& l = load(fp8);
+  const bool fp8 = state.range(0) != 0, bf16_act = state.range(1) != 0;
+  auto& l = load(fp8, bf16_act);
   const int64_t prompt = 32;
   auto cache = l.model->make_cache({prompt + 256});
   std::vector<int32_t> ids(static_cast<size_t>(prompt));
@@ -106,13 +116,13 @@ void BM_Decode(benchmark::State& state) {
   state.counters["weight_GB/s"] = benchmark::Counter(l.bytes_per_token * double(state.iterations()), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
   state.counters["GB/token"] = l.bytes_per_token / 1e9;
   state.counters["layers"] = l.model->config().num_hidden_layers;
-  state.SetLabel(fp8 ? "fp8" : "bf16");
+  state.SetLabel(label(fp8, bf16_act));
 }
 
 void BM_Prefill(benchmark::State& state) {
-  const bool fp8 = state.range(0) != 0;
+  const bool fp8 = state.range(0) != 0, bf16_act = state.range(2) != 0;
   const int64_t n = state.range(1);
-  auto& l = load(fp8);
+  auto& l = load(fp8, bf16_act);
   auto cache = l.model->make_cache({n});
   std::vector<int32_t> ids(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) ids[size_t(i)] = int32_t(1000 + 37 * i);
@@ -122,12 +132,12 @@ void BM_Prefill(benchmark::State& state) {
     l.model->forward(ids.data(), n, cache, logits.data());
   }
   state.counters["tok/s"] = benchmark::Counter(double(n) * double(state.iterations()), benchmark::Counter::kIsRate);
-  state.SetLabel(fp8 ? "fp8" : "bf16");
+  state.SetLabel(label(fp8, bf16_act));
 }
 
 }  // namespace
 
 BENCHMARK(BM_MemoryBandwidth)->Unit(benchmark::kMillisecond)->MinTime(1.0)->UseRealTime();
-BENCHMARK(BM_Decode)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->MinTime(5.0)->UseRealTime();
-BENCHMARK(BM_Prefill)->Args({0, 128})->Args({1, 128})->Unit(benchmark::kMillisecond)->MinTime(5.0)->UseRealTime();
+BENCHMARK(BM_Decode)->Args({0, 0})->Args({0, 1})->Args({1, 0})->Args({1, 1})->Unit(benchmark::kMillisecond)->MinTime(5.0)->UseRealTime();
+BENCHMARK(BM_Prefill)->Args({0, 128, 0})->Args({0, 128, 1})->Args({1, 128, 0})->Args({1, 128, 1})->Unit(benchmark::kMillisecond)->MinTime(5.0)->UseRealTime();
 BENCHMARK_MAIN();

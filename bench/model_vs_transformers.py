@@ -3,18 +3,28 @@
 
 Uses the synthetic DeepSeek-V2-Lite-shaped checkpoints that bench_model writes (run it first,
 or pass --make to have this script call it). Our numbers come from `deepseek-cli generate
---stats` (bf16 and FP8 checkpoints); transformers runs DeepseekV2ForCausalLM on the bf16
-checkpoint in bfloat16 (it cannot run the FP8 files on a CPU), eager attention, with
-torch.set_num_threads(threads). Prints tokens/s and the ratios.
+--stats` (bf16 and FP8 checkpoints; the bf16 one twice: with exact f32 activations and with
+--activations bf16, which rounds the input of each linear layer to bf16 as transformers in bf16
+does); transformers runs DeepseekV2ForCausalLM on the bf16 checkpoint in bfloat16 (it cannot run
+the FP8 files on a CPU), eager attention, with torch.set_num_threads(threads). Each checkpoint
+file is read once before our run so that both sides start from memory, not disk. Prints tokens/s,
+the ratios and whether the greedy tokens agree.
 
   python3 bench/model_vs_transformers.py --build build --dir /tmp/deepseek-bench --threads 2
 """
 import argparse, json, os, subprocess, sys, time
 
 
-def ours(cli, model, ids, new, threads):
+def warm(path):
+    with open(os.path.join(path, "model.safetensors"), "rb") as f:
+        while f.read(1 << 26):
+            pass
+
+
+def ours(cli, model, ids, new, threads, activations):
+    warm(model)
     out = subprocess.run([cli, "generate", "--model", model, "--ids", ",".join(map(str, ids)), "--max-new", str(new),
-                          "--greedy", "--print-ids", "--stats", "--threads", str(threads)],
+                          "--greedy", "--print-ids", "--stats", "--threads", str(threads), "--activations", activations],
                          check=True, capture_output=True, text=True)
     stats = json.loads(out.stderr.strip().splitlines()[-1])
     return stats, [int(x) for x in out.stdout.split()]
@@ -57,24 +67,28 @@ def main():
     a = ap.parse_args()
     cli = os.path.join(a.build, "examples/cli/deepseek-cli")
     ids = [1000 + 37 * i for i in range(a.prompt_tokens)]
-    rows = {}
-    for name in ("v2-lite-bf16", "v2-lite-fp8"):
+    rows, tokens = {}, {}
+    for name, act in (("v2-lite-bf16", "f32"), ("v2-lite-bf16", "bf16"), ("v2-lite-fp8", "f32")):
         path = os.path.join(a.dir, name)
         if not os.path.exists(os.path.join(path, "model.safetensors")):
             print(f"missing {path}: run {a.build}/bench/bench_model first", file=sys.stderr)
             continue
-        stats, _ = ours(cli, path, ids, a.new, a.threads)
-        rows["deepseek.hpp " + name] = stats
-        print(f"deepseek.hpp {name}: prefill {stats['prefill_tokens_per_s']:.2f} tok/s, decode {stats['decode_tokens_per_s']:.2f} tok/s", flush=True)
+        key = f"deepseek.hpp {name} {act} activations"
+        stats, tokens[key] = ours(cli, path, ids, a.new, a.threads, act)
+        rows[key] = stats
+        print(f"{key}: prefill {stats['prefill_tokens_per_s']:.2f} tok/s, decode {stats['decode_tokens_per_s']:.2f} tok/s", flush=True)
     if not a.skip_transformers:
-        t, _ = theirs(os.path.join(a.dir, "v2-lite-bf16"), ids, a.new, a.threads)
+        path = os.path.join(a.dir, "v2-lite-bf16")
+        warm(path)
+        t, gen = theirs(path, ids, a.new, a.threads)
         rows["transformers bf16"] = t
         print(f"transformers v2-lite-bf16: prefill {t['prefill_tokens_per_s']:.2f} tok/s, decode {t['decode_tokens_per_s']:.2f} tok/s (load {t['load_s']:.0f} s)")
-        for name in ("v2-lite-bf16", "v2-lite-fp8"):
-            k = "deepseek.hpp " + name
-            if k in rows:
-                print(f"ratio {name} vs transformers bf16: prefill {rows[k]['prefill_tokens_per_s'] / t['prefill_tokens_per_s']:.1f}x, "
-                      f"decode {rows[k]['decode_tokens_per_s'] / t['decode_tokens_per_s']:.1f}x")
+        for k in rows:
+            if k.startswith("deepseek.hpp"):
+                same = sum(int(x == y) for x, y in zip(tokens[k], gen))
+                print(f"ratio {k} vs transformers bf16: prefill {rows[k]['prefill_tokens_per_s'] / t['prefill_tokens_per_s']:.2f}x, "
+                      f"decode {rows[k]['decode_tokens_per_s'] / t['decode_tokens_per_s']:.2f}x; greedy tokens equal to transformers': "
+                      f"{same}/{len(gen)}" + ("" if "bf16" in k else " (different weights)" if "fp8" in k else ""))
     print(json.dumps(rows))
 
 

@@ -1,7 +1,11 @@
 // deepseek-cli logits | generate: run a V2/V3-family checkpoint on the CPU.
-//   logits   --model DIR --ids 1,2,3 --out FILE.npy [--threads N]   float32 [T, vocab], C order
+//   logits   --model DIR --ids 1,2,3 --out FILE.npy [--threads N] [--activations f32|bf16]
+//            float32 [T, vocab], C order
 //   generate --model DIR (--ids 1,2,3 | --prompt TEXT) [--max-new N] [--greedy | --temperature T
 //            --top-p P --top-k K --seed S] [--mtp] [--print-ids] [--stats] [--threads N] [--max-context N]
+//            [--activations f32|bf16]
+//   --activations bf16 rounds the input of every linear layer to bf16 (as transformers in bf16 and
+//   llama.cpp do; bf16 weights then multiply natively on AVX512-BF16 CPUs); f32 (the default) is exact.
 //   --mtp decodes speculatively with the checkpoint's MTP module as the draft (spec §6.2): same output
 //   as without it under --greedy, same distribution when sampling.
 //   --stats prints one JSON line on stderr: prompt/generated tokens, prefill and decode tokens/s; with
@@ -46,12 +50,18 @@ std::vector<int32_t> parse_ids(const std::string& s) {
   return ids;
 }
 
-// A progress bar on stderr while the layers are set up; shown for checkpoints of 1 GB and more
-// (their pages are read from disk as each layer's weights are first touched).
-std::shared_ptr<models::DeepSeekV3<cpu>> load_model(const std::shared_ptr<io::Checkpoint>& ckpt) {
-  int64_t bytes = 0;
-  for (const auto& n : ckpt->names()) bytes += int64_t(ckpt->find(n)->end - ckpt->find(n)->begin);
+// A progress bar on stderr while the layers are set up; shown for checkpoints of 1 GB and more.
+// A checkpoint that fits in 3/4 of RAM is mapped in full first (Checkpoint::populate), so the
+// first forward is not slowed by page faults; a larger one pages in as the kernels touch it.
+std::shared_ptr<models::DeepSeekV3<cpu>> load_model(const std::shared_ptr<io::Checkpoint>& ckpt, ActivationDType activations) {
+  const int64_t bytes = ckpt->file_bytes();
+  const double ram = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
+  if (double(bytes) < 0.75 * ram) {
+    if (bytes >= (int64_t(1) << 30)) std::fprintf(stderr, "mapping %.2f GB of weights\n", double(bytes) / 1e9);
+    ckpt->populate();
+  }
   models::LoadOptions opts;
+  opts.activations = activations;
   if (bytes >= (int64_t(1) << 30) || isatty(2)) {
     opts.progress = [bytes](int done, int total) {
       const int width = 40, filled = width * done / total;
@@ -62,8 +72,11 @@ std::shared_ptr<models::DeepSeekV3<cpu>> load_model(const std::shared_ptr<io::Ch
   }
   return std::make_shared<models::DeepSeekV3<cpu>>(ckpt, opts);
 }
-std::shared_ptr<models::DeepSeekV3<cpu>> load_model(const std::string& dir) {
-  return load_model(io::Checkpoint::open(dir));
+ActivationDType parse_activations(const cli::Args& args) {
+  const std::string a = args.get("activations", "f32");
+  if (a == "f32") return ActivationDType::f32;
+  if (a == "bf16") return ActivationDType::bf16;
+  throw Error("--activations must be f32 or bf16, got '" + a + "'");
 }
 
 void write_npy(const std::string& path, const float* data, int64_t rows, int64_t cols) {
@@ -84,14 +97,15 @@ void write_npy(const std::string& path, const float* data, int64_t rows, int64_t
 }
 
 int run_logits(int argc, char** argv) {
-  cli::Args args(argc, argv, {}, {"model", "ids", "out", "threads", "backend"});
+  cli::Args args(argc, argv, {}, {"model", "ids", "out", "threads", "backend", "activations"});
   if (args.help()) {
-    std::printf("usage: deepseek-cli logits --model DIR --ids 1,2,3 --out FILE.npy [--threads N]\n");
+    std::printf("usage: deepseek-cli logits --model DIR --ids 1,2,3 --out FILE.npy [--threads N] [--activations f32|bf16]\n");
     return 0;
   }
   if (args.get("backend", "cpu") != "cpu") throw Error("--backend " + args.get("backend") + " is not available (this build has: cpu)");
   if (args.has("threads")) set_num_threads(int(args.get_int("threads", 1)));
-  auto model = load_model(args.required("model"));
+  const ActivationDType activations = parse_activations(args);
+  auto model = load_model(io::Checkpoint::open(args.required("model")), activations);
   const auto ids = parse_ids(args.required("ids"));
   const int64_t T = int64_t(ids.size()), V = model->config().vocab_size;
   auto cache = model->make_cache({T});
@@ -103,18 +117,20 @@ int run_logits(int argc, char** argv) {
 
 int run_generate(int argc, char** argv) {
   cli::Args args(argc, argv, {"greedy", "print-ids", "stats", "mtp"},
-                 {"model", "ids", "prompt", "max-new", "temperature", "top-p", "top-k", "seed", "threads", "max-context", "backend"});
+                 {"model", "ids", "prompt", "max-new", "temperature", "top-p", "top-k", "seed", "threads", "max-context", "backend",
+                  "activations"});
   if (args.help()) {
     std::printf(
         "usage: deepseek-cli generate --model DIR (--ids 1,2,3 | --prompt TEXT) [--max-new N]\n"
         "         [--greedy | --temperature T --top-p P --top-k K --seed S] [--mtp] [--print-ids] [--stats]\n"
-        "         [--threads N] [--max-context N]\n");
+        "         [--threads N] [--max-context N] [--activations f32|bf16]\n");
     return 0;
   }
   if (args.get("backend", "cpu") != "cpu") throw Error("--backend " + args.get("backend") + " is not available (this build has: cpu)");
   if (args.has("threads")) set_num_threads(int(args.get_int("threads", 1)));
   if (args.has("ids") == args.has("prompt")) throw Error("give exactly one of --ids and --prompt");
   const std::string dir = args.required("model");
+  const ActivationDType activations = parse_activations(args);
 
   generate::GenerateOptions go;
   go.max_new_tokens = args.get_int("max-new", 64);
@@ -143,7 +159,7 @@ int run_generate(int argc, char** argv) {
   if (mtp && ckpt->config().num_nextn_predict_layers < 1)
     throw Error("--mtp needs a checkpoint with an MTP module, but num_nextn_predict_layers is 0",
                 at_field("num_nextn_predict_layers", dir + "/config.json"));
-  auto model = load_model(ckpt);
+  auto model = load_model(ckpt, activations);
   std::optional<models::MtpHead<cpu>> draft;
   if (mtp) draft.emplace(ckpt, *model);  // throws if the MTP weights are missing
   const int64_t max_ctx = args.get_int("max-context", int64_t(prompt.size()) + go.max_new_tokens);
@@ -183,7 +199,8 @@ int run_generate(int argc, char** argv) {
                                 {"generated_tokens", s.generated_tokens},
                                 {"prefill_tokens_per_s", s.prefill_tokens_per_second()},
                                 {"decode_tokens_per_s", s.decode_tokens_per_second()},
-                                {"threads", num_threads()}};
+                                {"threads", num_threads()},
+                                {"activations", activations == ActivationDType::bf16 ? "bf16" : "f32"}};
     if (draft) {
       j["mtp"] = true;
       j["drafted"] = s.drafted;

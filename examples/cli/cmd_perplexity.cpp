@@ -29,10 +29,11 @@ namespace {
 using namespace deepseek;
 
 int run_perplexity(int argc, char** argv) {
-  cli::Args args(argc, argv, {}, {"model", "text", "window", "max-tokens", "tokenizer", "threads"});
+  cli::Args args(argc, argv, {}, {"model", "text", "window", "max-tokens", "tokenizer", "threads", "activations"});
   if (args.help()) {
     std::printf(
         "usage: deepseek-cli perplexity --model DIR --text FILE [--window 128] [--max-tokens N] [--tokenizer PATH] [--threads N]\n"
+        "         [--activations f32|bf16]\n"
         "  non-overlapping windows of `window` tokens, each evaluated as [BOS] + window from an empty cache;\n"
         "  prints {\"tokens\":..., \"windows\":..., \"nll\":..., \"perplexity\":...} (nll = mean nats/token)\n");
     return 0;
@@ -52,7 +53,11 @@ int run_perplexity(int argc, char** argv) {
   std::vector<tokenizer::TokenId> ids = tok.encode(text);
   if (max_tokens > 0 && int64_t(ids.size()) > max_tokens) ids.resize(size_t(max_tokens));
 
-  models::DeepSeekV3<cpu> model(io::Checkpoint::open(dir));
+  models::LoadOptions opts;
+  const std::string act = args.get("activations", "f32");
+  if (act != "f32" && act != "bf16") throw Error("--activations must be f32 or bf16, got '" + act + "'");
+  opts.activations = act == "bf16" ? ActivationDType::bf16 : ActivationDType::f32;
+  models::DeepSeekV3<cpu> model(io::Checkpoint::open(dir), opts);
   const int64_t V = model.config().vocab_size;
   const auto bos = tok.bos_id();
   const int64_t seq_max = window + (bos ? 1 : 0);

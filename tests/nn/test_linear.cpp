@@ -130,3 +130,64 @@ TEST_CASE("linear is the same for any thread count", "[linear][parallel]") {
   set_num_threads(2);
   REQUIRE(a == b);  // rows are split, never a sum: results are bit-identical
 }
+
+// ActivationDType::bf16: x rounded to bf16, then the product. The AVX512-BF16 kernel (where the
+// CPU has it) and the f32 kernels on the rounded input must both equal the rounding reference.
+TEST_CASE("bf16 activations: native kernel and fallback match the rounding reference", "[linear][bf16]") {
+  const bool native = cpu::has_avx512bf16();
+  if (!native) WARN("this CPU has no AVX512-BF16: only the f32 fallback of bf16 activations is tested");
+  struct Shape2 {
+    int64_t rows, cols;
+  };
+  for (bool use_native : {true, false}) {
+    if (use_native && !native) continue;
+    cpu::set_avx512bf16(use_native);
+    for (DType dt : {DType::bf16, DType::f8_e4m3})
+      for (Shape2 s : {Shape2{1, 1}, Shape2{7, 13}, Shape2{37, 200}, Shape2{129, 257}, Shape2{64, 1000}})
+        for (int64_t n : {int64_t(1), int64_t(2), int64_t(3), int64_t(5), int64_t(6), int64_t(7), int64_t(13), int64_t(40)}) {
+          INFO("native " << use_native << " dtype " << dtype_name(dt) << " rows " << s.rows << " cols " << s.cols << " n " << n);
+          auto o = make_matrix(dt, s.rows, s.cols, uint64_t(s.rows * 17 + s.cols));
+          o.m.activations = ActivationDType::bf16;
+          auto x = random_vec(n * s.cols, 23);
+          std::vector<float> y(static_cast<size_t>(n * s.rows)), ref(y.size());
+          cpu::linear(o.m, x.data(), n, y.data());
+          cpu::linear_reference(o.m, x.data(), n, ref.data());
+          require_close(y, ref, s.cols);
+        }
+  }
+  cpu::set_avx512bf16(true);
+}
+
+TEST_CASE("bf16 activations round the input to nearest even, rows and strides included", "[linear][bf16]") {
+  auto o = make_matrix(DType::bf16, 70, 96, 5);
+  // Ties: 1 + 2^-8 lies halfway between two bf16 values and rounds to 1 (even); 1 + 3 * 2^-8 rounds up.
+  const float tie_down = 1.0f + 1.0f / 256.0f, tie_up = 1.0f + 3.0f / 256.0f;
+  const int64_t n = 7, ldx = 100, ldy = 50, r0 = 10, r1 = 60;
+  std::vector<float> x(static_cast<size_t>(n * ldx));
+  auto rnd = random_vec(n * ldx, 3);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = i % 3 == 0 ? tie_down : i % 3 == 1 ? tie_up : rnd[i];
+  std::vector<float> exact(static_cast<size_t>(n * 70)), rounded_ref(exact.size());
+  cpu::linear_reference(o.m, x.data(), n, exact.data(), ldx, 70);  // f32 activations
+  o.m.activations = ActivationDType::bf16;
+  cpu::linear_reference(o.m, x.data(), n, rounded_ref.data(), ldx, 70);
+  // Hand-rounded input through the f32 reference: the rule the flag stands for.
+  std::vector<float> xr(x.size());
+  for (size_t i = 0; i < x.size(); ++i) xr[i] = bf16_to_f32(f32_to_bf16(x[i]));
+  REQUIRE(bf16_to_f32(f32_to_bf16(tie_down)) == 1.0f);
+  REQUIRE(bf16_to_f32(f32_to_bf16(tie_up)) == 1.0f + 4.0f / 256.0f);
+  BlockQuantMatrix plain = o.m;
+  plain.activations = ActivationDType::f32;
+  std::vector<float> by_hand(exact.size());
+  cpu::linear_reference(plain, xr.data(), n, by_hand.data(), ldx, 70);
+  REQUIRE(rounded_ref == by_hand);
+  REQUIRE(rounded_ref != exact);  // the flag changes the result
+  for (bool use_native : {true, false}) {
+    cpu::set_avx512bf16(use_native);
+    std::vector<float> y(static_cast<size_t>(n * ldy), -7.0f);
+    cpu::linear_rows(o.m, r0, r1, x.data(), n, y.data(), ldx, ldy);
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t r = r0; r < r1; ++r)
+        REQUIRE(y[size_t(t * ldy + r - r0)] == Approx(rounded_ref[size_t(t * 70 + r)]).margin(1e-5).epsilon(1e-5));
+  }
+  cpu::set_avx512bf16(true);
+}

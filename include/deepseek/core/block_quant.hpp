@@ -10,10 +10,18 @@
 
 namespace deepseek {
 
+// What the input of a product with this matrix is rounded to before the multiply:
+//   f32   nothing is rounded: the product is exact up to f32 summation (the default)
+//   bf16  x is rounded to bf16 first, as torch's bf16 linear and llama.cpp's bf16 dot products
+//         do; with bf16 weights on a CPU with AVX512-BF16 the multiply then runs on bf16 pairs
+//         natively (backend/cpu/linear_bf16.hpp), 2-3x the f32 rate
+enum class ActivationDType { f32, bf16 };
+
 struct BlockQuantMatrix {
   TensorView weight;     // [rows, cols]
   TensorView scale_inv;  // [ceil(rows / br), ceil(cols / bc)] f32; empty unless weight is f8_e4m3
   int block_rows = 128, block_cols = 128;
+  ActivationDType activations = ActivationDType::f32;
 
   int64_t rows() const { return weight.dim(0); }
   int64_t cols() const { return weight.dim(1); }

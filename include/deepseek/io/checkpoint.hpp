@@ -82,6 +82,16 @@ class Checkpoint {
   const std::string& dir() const { return dir_; }
   const ModelConfig& config() const { return config_; }
   bool has_weights() const { return !entries_.empty(); }
+  // Bytes of all weight files, and mapping all of them now (MappedFile::populate): for
+  // checkpoints that fit in RAM, so the first forward does not pay a page fault per 64 KB.
+  int64_t file_bytes() const {
+    int64_t b = 0;
+    for (const auto& f : files_) b += int64_t(f->size());
+    return b;
+  }
+  void populate() const {
+    for (const auto& f : files_) f->populate();
+  }
   const std::vector<std::string>& names() const { return names_; }  // sorted
   size_t num_files() const { return files_.size(); }
   const SafetensorsFile& file(size_t i) const { return *files_[i]; }

@@ -51,6 +51,21 @@ class MappedFile {
 
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
+
+  // Maps every page now (reading from disk what is not cached) instead of one fault per first
+  // touch: a model that fits in RAM then runs its first forward at full speed. MADV_POPULATE_READ
+  // (Linux 5.14) does it in one call; older kernels get one read per page.
+  void populate() const {
+    if (!data_) return;
+#ifdef MADV_POPULATE_READ
+    if (::madvise(const_cast<uint8_t*>(data_), size_, MADV_POPULATE_READ) == 0) return;
+#endif
+    ::madvise(const_cast<uint8_t*>(data_), size_, MADV_WILLNEED);
+    volatile uint8_t sink = 0;
+    const size_t page = size_t(::sysconf(_SC_PAGESIZE));
+    for (size_t i = 0; i < size_; i += page) sink = sink + data_[i];
+    (void)sink;
+  }
   const std::string& path() const { return path_; }
 
  private:

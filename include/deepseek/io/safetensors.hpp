@@ -160,6 +160,8 @@ class SafetensorsFile {
   }
 
   const std::string& path() const { return file_->path(); }
+  void populate() const { file_->populate(); }
+  size_t size() const { return file_->size(); }
   const SafetensorsHeader& header() const { return header_; }
   const std::vector<TensorInfo>& tensors() const { return header_.tensors; }
   const TensorInfo* find(const std::string& name) const {

@@ -44,7 +44,19 @@ class Weights {
   Weights(std::shared_ptr<const Checkpoint> ckpt, std::string prefix = {}) : ckpt_(std::move(ckpt)), prefix_(std::move(prefix)) {}
 
   // A view scoped one level deeper: w.sub("self_attn") looks names up under "<prefix>self_attn.".
-  Weights sub(const std::string& p) const { return Weights(ckpt_, prefix_ + p + "."); }
+  Weights sub(const std::string& p) const {
+    Weights w(ckpt_, prefix_ + p + ".");
+    w.activations_ = activations_;
+    return w;
+  }
+  // The same view, with every matrix() it returns multiplying inputs rounded to `a` (see
+  // BlockQuantMatrix::activations); sub() views inherit it.
+  Weights with_activations(ActivationDType a) const {
+    Weights w = *this;
+    w.activations_ = a;
+    return w;
+  }
+  ActivationDType activations() const { return activations_; }
   const std::string& prefix() const { return prefix_; }
   const Checkpoint& checkpoint() const { return *ckpt_; }
 
@@ -80,6 +92,7 @@ class Weights {
   // `<name>.weight` of shape [rows, cols] in f32, bf16 or f8_e4m3 (+ `<name>.weight_scale_inv`).
   BlockQuantMatrix matrix(const std::string& name, int64_t rows, int64_t cols) const {
     BlockQuantMatrix m;
+    m.activations = activations_;
     m.weight = get(name + ".weight", Shape{rows, cols}, {DType::f32, DType::bf16, DType::f8_e4m3});
     if (m.weight.dtype() == DType::f8_e4m3) {
       const auto& q = ckpt_->config().quantization;
@@ -112,6 +125,7 @@ class Weights {
 
   std::shared_ptr<const Checkpoint> ckpt_;
   std::string prefix_;
+  ActivationDType activations_ = ActivationDType::f32;
 };
 
 }  // namespace deepseek::io

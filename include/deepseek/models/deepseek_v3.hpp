@@ -37,15 +37,19 @@ struct LoadOptions {
   std::function<void(int, int)> progress;
   // V3.2 indexer arithmetic: f32 (as transformers) or the official FP8 + Hadamard simulation.
   nn::IndexerPrecision indexer_precision = nn::IndexerPrecision::f32;
+  // What the inputs of every linear layer are rounded to (BlockQuantMatrix::activations): f32
+  // (exact; what the transformers fixtures are checked against) or bf16 (as transformers in
+  // bf16 and llama.cpp compute; bf16 checkpoints then run on AVX512-BF16 where the CPU has it).
+  ActivationDType activations = ActivationDType::f32;
 };
 
 template <class B>
 class DeepSeekV3 {
  public:
   explicit DeepSeekV3(std::shared_ptr<const io::Checkpoint> ckpt, const LoadOptions& opts = {})
-      : ckpt_(std::move(ckpt)), c_(ckpt_->config()) {
+      : ckpt_(std::move(ckpt)), c_(ckpt_->config()), opts_(opts) {
     if (!ckpt_->has_weights()) throw Error("checkpoint has no weights (config-only directory)", in_file(ckpt_->dir()));
-    io::Weights root(ckpt_);
+    const io::Weights root = io::Weights(ckpt_).with_activations(opts.activations);
     io::Weights model = root.sub("model");
     const int64_t d = c_.hidden_size, V = c_.vocab_size;
     embed_ = model.get("embed_tokens.weight", Shape{V, d}, {DType::f32, DType::bf16});
@@ -59,6 +63,7 @@ class DeepSeekV3 {
     norm_ = nn::RmsNorm<B>(model, "norm", d, float(c_.rms_norm_eps));
     if (c_.tie_word_embeddings) {
       lm_head_.weight = embed_;
+      lm_head_.activations = opts.activations;
     } else {
       lm_head_ = root.matrix("lm_head", V, d);
     }
@@ -66,6 +71,7 @@ class DeepSeekV3 {
 
   const io::ModelConfig& config() const { return c_; }
   const io::Checkpoint& checkpoint() const { return *ckpt_; }
+  const LoadOptions& options() const { return opts_; }
   int num_layers() const { return int(layers_.size()); }
   const nn::DecoderLayer<B>& layer(int l) const { return layers_[size_t(l)]; }
 
@@ -109,6 +115,7 @@ class DeepSeekV3 {
  private:
   std::shared_ptr<const io::Checkpoint> ckpt_;
   io::ModelConfig c_;
+  LoadOptions opts_;
   TensorView embed_;
   nn::Rope rope_;
   std::vector<nn::DecoderLayer<B>> layers_;

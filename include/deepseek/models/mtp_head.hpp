@@ -35,7 +35,7 @@ class MtpHead {
     if (c_.num_nextn_predict_layers < 1)
       throw Error("checkpoint has no MTP module (num_nextn_predict_layers is 0)",
                   at_field("num_nextn_predict_layers", where));
-    io::Weights layers = io::Weights(ckpt).sub("model").sub("layers");
+    io::Weights layers = io::Weights(ckpt).with_activations(model.options().activations).sub("model").sub("layers");
     const nn::Rope rope(c_, c_.qk_rope_head_dim, nn::RopeLayout::interleaved);
     const float scale = float(nn::mla_softmax_scale(c_));
     for (int k = 0; k < c_.num_nextn_predict_layers; ++k) {

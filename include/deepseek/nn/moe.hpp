@@ -70,7 +70,9 @@ class Moe {
   Moe() = default;
   Moe(const io::Weights& w, const MoeConfig& c) : c_(c) {
     const int E = c.n_routed_experts;
-    gate_ = w.matrix("gate", E, c.hidden_size);
+    // The router scores in f32 whatever the model's activation dtype, as the reference does
+    // (transformers casts both operands of the gate to float32): routing is a discrete choice.
+    gate_ = w.with_activations(ActivationDType::f32).matrix("gate", E, c.hidden_size);
     if (c.topk_method == "noaux_tc") {
       bias_.resize(size_t(E));
       backend::cpu::to_f32(w.get("gate.e_score_correction_bias", Shape{E}, {DType::f32, DType::bf16}), bias_.data());

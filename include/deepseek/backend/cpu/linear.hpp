@@ -13,9 +13,13 @@
 //          inner loop is the same dot product as for bf16. Threads split the rows.
 //   tiled  larger n (prefill): a tile of kTileRows rows is dequantized to f32 (exact) and Eigen's
 //          GEMM multiplies it; f32 weights go to Eigen directly. Threads split the tiles.
+//   bf16   W.activations == ActivationDType::bf16: x is rounded to bf16 first; bf16 weights on a
+//          CPU with AVX512-BF16 then go to linear_bf16.hpp's native kernel, everything else to
+//          the two versions above with the rounded x.
 // Row ranges [r0, r1) let MLA address one head's slice of kv_b_proj without copying.
 #pragma once
 
+#include "deepseek/backend/cpu/linear_bf16.hpp"
 #include "deepseek/backend/cpu/simd.hpp"
 #include "deepseek/core/block_quant.hpp"
 #include "deepseek/core/parallel.hpp"
@@ -37,10 +41,14 @@ inline void linear_reference(const BlockQuantMatrix& W, const float* x, int64_t 
   const int64_t rows = W.rows(), cols = W.cols();
   if (ldx < 0) ldx = cols;
   if (ldy < 0) ldy = rows;
+  const bool round = W.activations == ActivationDType::bf16;
   for (int64_t t = 0; t < n; ++t)
     for (int64_t r = 0; r < rows; ++r) {
       double acc = 0;
-      for (int64_t c = 0; c < cols; ++c) acc += double(W.at(r, c)) * double(x[t * ldx + c]);
+      for (int64_t c = 0; c < cols; ++c) {
+        const float xv = x[t * ldx + c];
+        acc += double(W.at(r, c)) * double(round ? bf16_to_f32(f32_to_bf16(xv)) : xv);
+      }
       y[t * ldy + r] = float(acc);
     }
 }
@@ -85,6 +93,10 @@ inline std::vector<float>& tile_buffer() {
   return buf;
 }
 inline std::vector<float>& prescale_buffer() {
+  static thread_local std::vector<float> buf;
+  return buf;
+}
+inline std::vector<float>& rounded_input_buffer() {
   static thread_local std::vector<float> buf;
   return buf;
 }
@@ -255,6 +267,19 @@ inline void linear_rows(const BlockQuantMatrix& W, int64_t r0, int64_t r1, const
   if (ldx < 0) ldx = cols;
   if (ldy < 0) ldy = rows;
   if (rows <= 0 || n <= 0) return;
+  if (W.activations == ActivationDType::bf16) {
+#if DEEPSEEK_CPU_BF16_KERNEL
+    if (W.dtype() == DType::bf16 && has_avx512bf16()) {
+      linear_rows_bf16(W, r0, r1, x, n, y, ldx, ldy);
+      return;
+    }
+#endif
+    auto& xr = detail::rounded_input_buffer();
+    xr.resize(size_t(n * cols));
+    round_to_bf16(x, n, cols, ldx, xr.data());
+    x = xr.data();
+    ldx = cols;
+  }
   if (n <= kSmallMaxTokens) {
     // Chunks of 32 rows: FP8's 128-row blocks split into 4, enough chunks to balance threads.
     const int64_t chunks = (rows + 31) / 32;
