@@ -1,7 +1,7 @@
 // The linear kernels alone: GEMV (decode) and small-batch / prefill GEMM over f32, bf16 and FP8
 // weights, reported as achieved weight bandwidth (GB/s) and GFLOP/s. First argument: 0 f32, 1 bf16,
-// 2 FP8 (f32 activations), 3 bf16 weights with bf16 activations (the AVX512-BF16 kernel where the
-// CPU has it; the label says which ran).
+// 2 FP8 (f32 activations), 3 bf16 weights with bf16 activations, 4 FP8 with bf16 activations
+// (the AVX-512 kernels where the CPU has them; the label says which ran).
 #include <deepseek/backend/cpu/linear.hpp>
 
 #include <benchmark/benchmark.h>
@@ -39,10 +39,11 @@ Matrix make(DType dt, int64_t rows, int64_t cols) {
 }
 
 void BM_Linear(benchmark::State& state) {
-  const DType dt = state.range(0) == 0 ? DType::f32 : state.range(0) == 2 ? DType::f8_e4m3 : DType::bf16;
+  const int64_t kind = state.range(0);
+  const DType dt = kind == 0 ? DType::f32 : (kind == 2 || kind == 4) ? DType::f8_e4m3 : DType::bf16;
   const int64_t rows = state.range(1), cols = state.range(2), n = state.range(3);
   auto m = make(dt, rows, cols);
-  if (state.range(0) == 3) m.m.activations = ActivationDType::bf16;
+  if (kind >= 3) m.m.activations = ActivationDType::bf16;
   std::vector<float> x(static_cast<size_t>(n * cols), 0.5f), y(static_cast<size_t>(n * rows));
   for (auto _ : state) {
     backend::cpu::linear(m.m, x.data(), n, y.data());
@@ -51,8 +52,9 @@ void BM_Linear(benchmark::State& state) {
   const double bytes = double(m.w.nbytes()) + (m.s.empty() ? 0.0 : double(m.s.nbytes()));
   state.counters["weight_GB/s"] = benchmark::Counter(bytes * double(state.iterations()), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * double(rows * cols * n) * double(state.iterations()), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
-  state.SetLabel(state.range(0) != 3 ? dtype_name(dt)
-                                      : backend::cpu::has_avx512bf16() ? "bf16 x bf16 (avx512bf16)" : "bf16 x bf16 (rounded, f32 kernel)");
+  const bool avx512 = dt == DType::f8_e4m3 ? (kind == 4 ? backend::cpu::has_avx512bf16() : backend::cpu::has_avx512() && n <= 32)
+                                          : kind == 3 && backend::cpu::has_avx512bf16();
+  state.SetLabel(std::string(dtype_name(dt)) + (kind >= 3 ? " x bf16" : " x f32") + (avx512 ? " (avx512)" : " (avx2)"));
 }
 
 }  // namespace
@@ -60,8 +62,8 @@ void BM_Linear(benchmark::State& state) {
 // V2-Lite / V3 shapes: expert 1408x2048, dense 10944x2048, V3 expert 2048x7168; n = 1 (decode),
 // 12 (tokens per expert in a 128-token prefill), 128 (dense prefill).
 BENCHMARK(BM_Linear)
-    ->ArgsProduct({{1, 2, 3}, {1408}, {2048}, {1, 4, 12, 128}})
-    ->ArgsProduct({{1, 2, 3}, {2048}, {7168}, {1}})
+    ->ArgsProduct({{1, 2, 3, 4}, {1408}, {2048}, {1, 4, 12, 128}})
+    ->ArgsProduct({{1, 2, 3, 4}, {2048}, {7168}, {1}})
     ->ArgsProduct({{0}, {1408}, {2048}, {1, 12}})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();

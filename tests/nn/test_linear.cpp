@@ -79,10 +79,13 @@ TEST_CASE("linear matches the reference on odd shapes", "[linear]") {
   struct Shape2 {
     int64_t rows, cols;
   };
+  if (!cpu::has_avx512()) WARN("this CPU has no AVX-512: only the AVX2 kernels are tested");
+  for (bool avx512 : {true, false})
   for (DType dt : {DType::f32, DType::bf16, DType::f8_e4m3})
     for (Shape2 s : {Shape2{1, 1}, Shape2{7, 13}, Shape2{129, 257}, Shape2{300, 200}, Shape2{64, 1000}})
       for (int64_t n : {int64_t(1), int64_t(2), int64_t(6), int64_t(7), int64_t(13), cpu::kSmallMaxTokens, cpu::kSmallMaxTokens + 1}) {
-        INFO("dtype " << dtype_name(dt) << " rows " << s.rows << " cols " << s.cols << " n " << n);
+        INFO("avx512 " << avx512 << " dtype " << dtype_name(dt) << " rows " << s.rows << " cols " << s.cols << " n " << n);
+        cpu::set_avx512(avx512);
         auto o = make_matrix(dt, s.rows, s.cols, uint64_t(s.rows * 31 + s.cols));
         auto x = random_vec(n * s.cols, 11);
         std::vector<float> y(static_cast<size_t>(n * s.rows)), ref(y.size());
@@ -90,10 +93,14 @@ TEST_CASE("linear matches the reference on odd shapes", "[linear]") {
         cpu::linear_reference(o.m, x.data(), n, ref.data());
         require_close(y, ref, s.cols);
       }
+  cpu::set_avx512(true);
 }
 
 TEST_CASE("row ranges, strides and the transposed product", "[linear]") {
+  for (bool avx512 : {true, false})
   for (DType dt : {DType::bf16, DType::f8_e4m3}) {
+    INFO("avx512 " << avx512 << " dtype " << dtype_name(dt));
+    cpu::set_avx512(avx512);
     auto o = make_matrix(dt, 260, 150, 3, 128, 128);
     const int64_t r0 = 100, r1 = 230, n = 6, k = r1 - r0;
     // linear_rows with a strided input and output
@@ -117,31 +124,38 @@ TEST_CASE("row ranges, strides and the transposed product", "[linear]") {
         REQUIRE(yt[size_t(t * 150 + c)] == Approx(acc).margin(1e-4).epsilon(1e-4));
       }
   }
+  cpu::set_avx512(true);
 }
 
 TEST_CASE("linear is the same for any thread count", "[linear][parallel]") {
-  auto o = make_matrix(DType::f8_e4m3, 333, 515, 21);
-  auto x = random_vec(3 * 515, 1);
-  std::vector<float> a(3 * 333), b(3 * 333);
-  set_num_threads(1);
-  cpu::linear(o.m, x.data(), 3, a.data());
-  set_num_threads(3);
-  cpu::linear(o.m, x.data(), 3, b.data());
-  set_num_threads(2);
-  REQUIRE(a == b);  // rows are split, never a sum: results are bit-identical
+  for (DType dt : {DType::bf16, DType::f8_e4m3})
+    for (ActivationDType act : {ActivationDType::f32, ActivationDType::bf16})
+      for (int64_t n : {int64_t(3), int64_t(40)}) {
+        auto o = make_matrix(dt, 333, 515, 21);
+        o.m.activations = act;
+        auto x = random_vec(n * 515, 1);
+        std::vector<float> a(size_t(n * 333)), b(size_t(n * 333));
+        set_num_threads(1);
+        cpu::linear(o.m, x.data(), n, a.data());
+        set_num_threads(3);
+        cpu::linear(o.m, x.data(), n, b.data());
+        set_num_threads(2);
+        REQUIRE(a == b);  // rows are split, never a sum: results are bit-identical
+      }
 }
 
 // ActivationDType::bf16: x rounded to bf16, then the product. The AVX512-BF16 kernel (where the
 // CPU has it) and the f32 kernels on the rounded input must both equal the rounding reference.
+// For FP8 the rounded value is x times the block scale.
 TEST_CASE("bf16 activations: native kernel and fallback match the rounding reference", "[linear][bf16]") {
   const bool native = cpu::has_avx512bf16();
-  if (!native) WARN("this CPU has no AVX512-BF16: only the f32 fallback of bf16 activations is tested");
+  if (!native) WARN("this CPU has no AVX512-BF16: only the AVX2 kernels of bf16 activations are tested");
   struct Shape2 {
     int64_t rows, cols;
   };
   for (bool use_native : {true, false}) {
     if (use_native && !native) continue;
-    cpu::set_avx512bf16(use_native);
+    cpu::set_avx512(use_native);
     for (DType dt : {DType::bf16, DType::f8_e4m3})
       for (Shape2 s : {Shape2{1, 1}, Shape2{7, 13}, Shape2{37, 200}, Shape2{129, 257}, Shape2{64, 1000}})
         for (int64_t n : {int64_t(1), int64_t(2), int64_t(3), int64_t(5), int64_t(6), int64_t(7), int64_t(13), int64_t(40)}) {
@@ -155,7 +169,7 @@ TEST_CASE("bf16 activations: native kernel and fallback match the rounding refer
           require_close(y, ref, s.cols);
         }
   }
-  cpu::set_avx512bf16(true);
+  cpu::set_avx512(true);
 }
 
 TEST_CASE("bf16 activations round the input to nearest even, rows and strides included", "[linear][bf16]") {
@@ -182,12 +196,33 @@ TEST_CASE("bf16 activations round the input to nearest even, rows and strides in
   REQUIRE(rounded_ref == by_hand);
   REQUIRE(rounded_ref != exact);  // the flag changes the result
   for (bool use_native : {true, false}) {
-    cpu::set_avx512bf16(use_native);
+    cpu::set_avx512(use_native);
     std::vector<float> y(static_cast<size_t>(n * ldy), -7.0f);
     cpu::linear_rows(o.m, r0, r1, x.data(), n, y.data(), ldx, ldy);
     for (int64_t t = 0; t < n; ++t)
       for (int64_t r = r0; r < r1; ++r)
         REQUIRE(y[size_t(t * ldy + r - r0)] == Approx(rounded_ref[size_t(t * 70 + r)]).margin(1e-5).epsilon(1e-5));
   }
-  cpu::set_avx512bf16(true);
+  cpu::set_avx512(true);
+}
+
+TEST_CASE("FP8 blocks other than 128 x 128", "[linear]") {
+  struct Block {
+    int br, bc;
+  };
+  for (bool avx512 : {true, false})
+    for (Block b : {Block{64, 32}, Block{32, 64}, Block{50, 48}, Block{128, 96}})
+      for (ActivationDType act : {ActivationDType::f32, ActivationDType::bf16})
+        for (int64_t n : {int64_t(1), int64_t(7), int64_t(40)}) {
+          INFO("avx512 " << avx512 << " block " << b.br << "x" << b.bc << " bf16 " << (act == ActivationDType::bf16) << " n " << n);
+          cpu::set_avx512(avx512);
+          auto o = make_matrix(DType::f8_e4m3, 150, 230, 77, b.br, b.bc);
+          o.m.activations = act;
+          auto x = random_vec(n * 230, 4);
+          std::vector<float> y(size_t(n * 150)), ref(y.size());
+          cpu::linear(o.m, x.data(), n, y.data());
+          cpu::linear_reference(o.m, x.data(), n, ref.data());
+          require_close(y, ref, 230);
+        }
+  cpu::set_avx512(true);
 }

@@ -14,7 +14,7 @@ namespace deepseek {
 //   f32   nothing is rounded: the product is exact up to f32 summation (the default)
 //   bf16  x is rounded to bf16 first, as torch's bf16 linear and llama.cpp's bf16 dot products
 //         do; with bf16 weights on a CPU with AVX512-BF16 the multiply then runs on bf16 pairs
-//         natively (backend/cpu/linear_bf16.hpp), 2-3x the f32 rate
+//         natively (backend/cpu/linear_avx512.hpp), 2-3x the f32 rate
 enum class ActivationDType { f32, bf16 };
 
 struct BlockQuantMatrix {

@@ -13,13 +13,15 @@
 //          inner loop is the same dot product as for bf16. Threads split the rows.
 //   tiled  larger n (prefill): a tile of kTileRows rows is dequantized to f32 (exact) and Eigen's
 //          GEMM multiplies it; f32 weights go to Eigen directly. Threads split the tiles.
-//   bf16   W.activations == ActivationDType::bf16: x is rounded to bf16 first; bf16 weights on a
-//          CPU with AVX512-BF16 then go to linear_bf16.hpp's native kernel, everything else to
-//          the two versions above with the rounded x.
+//   avx512 on CPUs with AVX-512 (linear_avx512.hpp): FP8 weights always; bf16 weights when the
+//          activations are bf16 and the CPU has AVX512-BF16.
+// W.activations == ActivationDType::bf16 rounds the input to bf16 first (for FP8 weights the
+// input times the block scale, the form in which every FP8 kernel multiplies it); the AVX2
+// kernels then multiply the rounded values in f32.
 // Row ranges [r0, r1) let MLA address one head's slice of kv_b_proj without copying.
 #pragma once
 
-#include "deepseek/backend/cpu/linear_bf16.hpp"
+#include "deepseek/backend/cpu/linear_avx512.hpp"
 #include "deepseek/backend/cpu/simd.hpp"
 #include "deepseek/core/block_quant.hpp"
 #include "deepseek/core/parallel.hpp"
@@ -41,13 +43,17 @@ inline void linear_reference(const BlockQuantMatrix& W, const float* x, int64_t 
   const int64_t rows = W.rows(), cols = W.cols();
   if (ldx < 0) ldx = cols;
   if (ldy < 0) ldy = rows;
-  const bool round = W.activations == ActivationDType::bf16;
+  const bool round = W.activations == ActivationDType::bf16, fp8 = W.dtype() == DType::f8_e4m3;
+  auto bf16_round = [](float v) { return bf16_to_f32(f32_to_bf16(v)); };
   for (int64_t t = 0; t < n; ++t)
     for (int64_t r = 0; r < rows; ++r) {
       double acc = 0;
       for (int64_t c = 0; c < cols; ++c) {
         const float xv = x[t * ldx + c];
-        acc += double(W.at(r, c)) * double(round ? bf16_to_f32(f32_to_bf16(xv)) : xv);
+        if (round && fp8)  // e4m3(W) * bf16(x * s)
+          acc += double(f8_e4m3_to_f32(W.weight.data_as<const uint8_t>()[r * cols + c])) * double(bf16_round(xv * W.scale(r, c)));
+        else
+          acc += double(W.at(r, c)) * double(round ? bf16_round(xv) : xv);
       }
       y[t * ldy + r] = float(acc);
     }
@@ -143,9 +149,19 @@ inline void dot_block(const typename RowLoad<D>::T* const* rows, const float* xp
   __m256 acc[R][N];
   for (int i = 0; i < R; ++i)
     for (int t = 0; t < N; ++t) acc[i][t] = _mm256_setzero_ps();
+  // Decode (N = 1): the next block's R contiguous rows are prefetched, spread over this block's
+  // steps (see linear_avx512.hpp's dot_block: R rows side by side defeat the hardware prefetcher).
+  const char* next = reinterpret_cast<const char*>(rows[0] + R * cols);
+  const int64_t lines = N == 1 ? (R * cols * int64_t(sizeof(typename L::T)) + 63) / 64 : 0;
+  const int64_t per = std::max<int64_t>(1, (lines * 8 + cols - 1) / std::max<int64_t>(cols, 1));  // per 8 columns
+  int64_t line = 0;
+  auto prefetch = [&](int64_t k) {
+    for (int64_t j = 0; j < k && line < lines; ++j, ++line) _mm_prefetch(next + line * 64, _MM_HINT_T0);
+  };
   if constexpr (D == DType::f8_e4m3 && N == 1) {
     // Decode of FP8 weights is bound by the widening, not by memory: widen 16 bytes per step.
     for (; c + 16 <= cols; c += 16, xp += 16) {
+      prefetch(2 * per);
       const __m256 x0 = _mm256_loadu_ps(xp), x1 = _mm256_loadu_ps(xp + 8);
 #pragma GCC unroll 4
       for (int i = 0; i < R; ++i) {
@@ -158,6 +174,7 @@ inline void dot_block(const typename RowLoad<D>::T* const* rows, const float* xp
   }
   // The accumulators must live in registers: the loops over R and N are unrolled completely.
   for (; c + 8 <= cols; c += 8, xp += 8 * N) {
+    if constexpr (N == 1) prefetch(per);
     __m256 w[R];
 #pragma GCC unroll 4
     for (int i = 0; i < R; ++i) w[i] = L::vec(rows[i], c);
@@ -229,9 +246,10 @@ inline void small_rows_n(const BlockQuantMatrix& W, int64_t ra, int64_t rb, int6
   }
 }
 
-// The small-n path over rows [a, b) (relative to r0).
+// The small-n path over rows [a, b) (relative to r0). round_bf16: FP8's prescaled input is
+// rounded to bf16 (bf16 activations).
 inline void small_linear(const BlockQuantMatrix& W, int64_t r0, int64_t a, int64_t b, const float* x, int64_t n, float* y,
-                         int64_t ldx, int64_t ldy) {
+                         int64_t ldx, int64_t ldy, bool round_bf16 = false) {
   switch (W.dtype()) {
     case DType::f32: small_rows_n<DType::f32>(W, r0 + a, r0 + b, r0, x, ldx, n, y, ldy); break;
     case DType::bf16: small_rows_n<DType::bf16>(W, r0 + a, r0 + b, r0, x, ldx, n, y, ldy); break;
@@ -247,7 +265,10 @@ inline void small_linear(const BlockQuantMatrix& W, int64_t r0, int64_t a, int64
           for (int64_t cb = 0, k = 0; cb < cols; cb += W.block_cols, ++k) {
             const float f = srow[k] * 256.0f;
             const int64_t ce = std::min(cols, cb + W.block_cols);
-            for (int64_t c = cb; c < ce; ++c) xs[size_t(t * cols + c)] = x[t * ldx + c] * f;
+            if (round_bf16)  // bf16(x s) 256 == bf16(x s 256): scaling by 256 is exact
+              for (int64_t c = cb; c < ce; ++c) xs[size_t(t * cols + c)] = bf16_to_f32(f32_to_bf16(x[t * ldx + c] * f));
+            else
+              for (int64_t c = cb; c < ce; ++c) xs[size_t(t * cols + c)] = x[t * ldx + c] * f;
           }
         small_rows_n<DType::f8_e4m3>(W, ra, rb, r0, xs.data(), cols, n, y, ldy);
         ra = rb;
@@ -267,24 +288,30 @@ inline void linear_rows(const BlockQuantMatrix& W, int64_t r0, int64_t r1, const
   if (ldx < 0) ldx = cols;
   if (ldy < 0) ldy = rows;
   if (rows <= 0 || n <= 0) return;
-  if (W.activations == ActivationDType::bf16) {
-#if DEEPSEEK_CPU_BF16_KERNEL
-    if (W.dtype() == DType::bf16 && has_avx512bf16()) {
-      linear_rows_bf16(W, r0, r1, x, n, y, ldx, ldy);
-      return;
-    }
+  const bool bf16_act = W.activations == ActivationDType::bf16, fp8 = W.dtype() == DType::f8_e4m3;
+#if DEEPSEEK_CPU_AVX512_KERNELS
+  if (W.dtype() == DType::bf16 && bf16_act && has_avx512bf16()) {
+    linear_rows_bf16_avx512(W, r0, r1, x, n, y, ldx, ldy);
+    return;
+  }
+  // FP8 with f32 activations: beyond kSmallMaxTokens Eigen's GEMM on dequantized tiles is faster.
+  if (fp8 && W.block_cols % 32 == 0 && has_avx512() && (bf16_act ? has_avx512bf16() : n <= kSmallMaxTokens)) {
+    linear_rows_e4m3_avx512(W, r0, r1, x, n, y, ldx, ldy, bf16_act);
+    return;
+  }
 #endif
+  if (bf16_act && !fp8) {  // FP8 rounds after its scale, in small_linear
     auto& xr = detail::rounded_input_buffer();
     xr.resize(size_t(n * cols));
     round_to_bf16(x, n, cols, ldx, xr.data());
     x = xr.data();
     ldx = cols;
   }
-  if (n <= kSmallMaxTokens) {
+  if (n <= kSmallMaxTokens || (fp8 && bf16_act)) {
     // Chunks of 32 rows: FP8's 128-row blocks split into 4, enough chunks to balance threads.
     const int64_t chunks = (rows + 31) / 32;
     parallel_for(chunks, [&](int64_t b, int64_t e) {
-      detail::small_linear(W, r0, b * 32, std::min(rows, e * 32), x, n, y, ldx, ldy);
+      detail::small_linear(W, r0, b * 32, std::min(rows, e * 32), x, n, y, ldx, ldy, bf16_act);
     });
     return;
   }

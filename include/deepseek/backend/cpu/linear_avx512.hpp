@@ -1,0 +1,379 @@
+// AVX-512 linear kernels, chosen at run time on CPUs that have the instructions (linear.hpp keeps
+// the AVX2 kernels for the rest and as the plain twins these are tested against):
+//
+//   bf16 weights, bf16 activations (AVX512-BF16):    y[t, r] = sum_c W[r, c] bf16(x[t, c])
+//   FP8 weights, f32 activations (AVX512-F/BW):      y[t, r] = sum_c e4m3(W[r, c]) (x[t, c] s(r, c))
+//   FP8 weights, bf16 activations (AVX512-BF16):     y[t, r] = sum_c e4m3(W[r, c]) bf16(x[t, c] s(r, c))
+//   (s(r, c) = scale_inv[r / 128, c / 128]; products and sums in f32)
+//
+// Shapes: W [rows, cols] row-major as stored; x [n, cols] f32 (row stride ldx) is packed per group
+// of up to 6 tokens as [cols / 32][N][32] (zero padded to 32 columns), in bf16 (rounded to nearest
+// even) or f32; y [n, rows] f32 (row stride ldy).
+//
+// Why these are fast:
+//   - VDPBF16PS multiplies 32 bf16 pairs into 16 f32 lanes in one instruction, 2-3x the f32 FMA
+//     rate, and bf16 weights need no widening at all. Each step loads R weight vectors and N token
+//     vectors and issues R x N dot products (R x N accumulators in the 32 zmm registers).
+//   - FP8 is bound by widening, not by memory. 32 e4m3 bytes become 32 f32 values in 6
+//     instructions: in a 16-bit lane, byte << 7 (sign carried to bit 15) is an f16 equal to the
+//     e4m3 value / 256, subnormals included, and VCVTPH2PS widens 16 at a time. The 256 and the
+//     block scale are folded into the packed input, once per 128-row block, not per weight.
+// bf16 activations are what torch's bf16 linear and llama.cpp's bf16 dot products compute
+// (ActivationDType::bf16 opts in). For FP8 the input is rounded after the block scale is
+// applied, the form in which the kernel multiplies it (linear_reference states the same rule).
+//
+// The functions are compiled for AVX-512 by target attributes whatever the build flags, and run
+// only when the CPU reports the features (has_avx512(), has_avx512bf16()).
+#pragma once
+
+#include "deepseek/core/block_quant.hpp"
+#include "deepseek/core/dtype.hpp"
+#include "deepseek/core/parallel.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <type_traits>
+#include <vector>
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
+#include <immintrin.h>
+#define DEEPSEEK_CPU_AVX512_KERNELS 1
+#define DEEPSEEK_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,f16c")))
+#else
+#define DEEPSEEK_CPU_AVX512_KERNELS 0
+#endif
+
+namespace deepseek::backend::cpu {
+
+namespace detail {
+// Bit 0: AVX512-F/BW/VL usable, bit 1: AVX512-BF16 too; -1: not decided yet.
+inline std::atomic<int>& avx512_switch() {
+  static std::atomic<int> s{-1};
+  return s;
+}
+inline int avx512_detect() {
+#if DEEPSEEK_CPU_AVX512_KERNELS
+  const bool base = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c");
+  return base ? (1 | (__builtin_cpu_supports("avx512bf16") ? 2 : 0)) : 0;
+#else
+  return 0;
+#endif
+}
+inline int avx512_level() {
+  int s = avx512_switch().load(std::memory_order_relaxed);
+  if (s < 0) {
+    const char* off = std::getenv("DEEPSEEK_NO_AVX512");
+    s = (off && *off && *off != '0') ? 0 : avx512_detect();
+    avx512_switch().store(s, std::memory_order_relaxed);
+  }
+  return s;
+}
+}  // namespace detail
+
+// The CPU has AVX512-F/BW/VL (the FP8 kernel) and the kernels are enabled: the default where
+// present; DEEPSEEK_NO_AVX512=1 in the environment or set_avx512(false) turns them off.
+inline bool has_avx512() { return (detail::avx512_level() & 1) != 0; }
+// ... and AVX512-BF16 (the bf16-activation kernels).
+inline bool has_avx512bf16() { return (detail::avx512_level() & 2) != 0; }
+// Tests run both the AVX-512 kernels and their AVX2 twins.
+inline void set_avx512(bool on) { detail::avx512_switch().store(on ? detail::avx512_detect() : 0, std::memory_order_relaxed); }
+
+// x rounded to bf16 and back to f32 (what the AVX2 kernels multiply in bf16-activation mode).
+inline void round_to_bf16(const float* x, int64_t n, int64_t cols, int64_t ldx, float* out) {
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t c = 0; c < cols; ++c) out[t * cols + c] = bf16_to_f32(f32_to_bf16(x[t * ldx + c]));
+}
+
+#if DEEPSEEK_CPU_AVX512_KERNELS
+// GCC 12's AVX-512 intrinsics fill unused operands with _mm512_undefined_*(), a self-initialised
+// variable that trips -Wuninitialized at every site they are inlined into.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+namespace detail {
+
+inline constexpr int kGroup = 6;  // most tokens per register block
+
+DEEPSEEK_TARGET_AVX512 inline float hsum512(__m512 v) {
+  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0x4E));
+  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));
+  v = _mm512_add_ps(v, _mm512_permute_ps(v, 0x4E));
+  v = _mm512_add_ps(v, _mm512_permute_ps(v, 0xB1));
+  return _mm512_cvtss_f32(v);
+}
+
+// The four horizontal sums of a, b, c, d in one pass (a third of the shuffles of four hsum512).
+DEEPSEEK_TARGET_AVX512 inline __m128 hsum512x4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));  // per lane a02 b02 a13 b13
+  const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  __m512 s = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, 0x44), _mm512_shuffle_ps(ab, cd, 0xEE));  // per lane a b c d
+  s = _mm512_add_ps(s, _mm512_shuffle_f32x4(s, s, 0x4E));
+  s = _mm512_add_ps(s, _mm512_shuffle_f32x4(s, s, 0xB1));
+  return _mm512_castps512_ps128(s);
+}
+
+template <int K>
+DEEPSEEK_TARGET_AVX512 inline void hsums(const __m512* a, float* o) {
+  int k = 0;
+  for (; k + 4 <= K; k += 4) _mm_storeu_ps(o + k, hsum512x4(a[k], a[k + 1], a[k + 2], a[k + 3]));
+  for (; k < K; ++k) o[k] = hsum512(a[k]);
+}
+
+// Packs N tokens of x (row stride ldx) as [steps][N][32], each value times its column's factor
+// f[c / bc] when f is given (FP8: scale * 256; bc a multiple of 32), in bf16 (rounded to nearest even, as
+// f32_to_bf16) or f32; zero padded past cols.
+template <bool BF16>
+DEEPSEEK_TARGET_AVX512 inline void pack(const float* x, int64_t ldx, int64_t cols, int N, const float* f, int64_t bc, void* out) {
+  const int64_t steps = (cols + 31) / 32;
+  for (int t = 0; t < N; ++t) {
+    const float* xt = x + t * ldx;
+    for (int64_t s = 0; s < steps; ++s) {
+      const int64_t c0 = s * 32, m = std::min<int64_t>(32, cols - c0);
+      const __mmask16 m0 = __mmask16(m >= 16 ? 0xFFFF : (1u << m) - 1), m1 = __mmask16(m >= 32 ? 0xFFFF : m > 16 ? (1u << (m - 16)) - 1 : 0);
+      __m512 a = _mm512_maskz_loadu_ps(m0, xt + c0), b = _mm512_maskz_loadu_ps(m1, xt + c0 + 16);
+      if (f) {  // 32 columns never straddle a scale block
+        const __m512 fv = _mm512_set1_ps(f[c0 / bc]);
+        a = _mm512_mul_ps(a, fv);
+        b = _mm512_mul_ps(b, fv);
+      }
+      if constexpr (BF16) {
+        _mm512_storeu_si512(static_cast<uint16_t*>(out) + (s * N + t) * 32, (__m512i)_mm512_cvtne2ps_pbh(b, a));
+      } else {
+        float* o = static_cast<float*>(out) + (s * N + t) * 32;
+        _mm512_storeu_ps(o, a);
+        _mm512_storeu_ps(o + 16, b);
+      }
+    }
+  }
+}
+
+// 32 e4m3 bytes -> 32 f32 values / 256 (exact), as lo (bytes 0-15) and hi (16-31).
+DEEPSEEK_TARGET_AVX512 inline void widen_e4m3x32(__m256i bytes, __m512& lo, __m512& hi) {
+  const __m512i b = _mm512_cvtepu8_epi16(bytes);
+  const __m512i h = _mm512_slli_epi16(_mm512_add_epi16(b, _mm512_and_si512(b, _mm512_set1_epi16(0x80))), 7);
+  lo = _mm512_cvtph_ps(_mm512_castsi512_si256(h));
+  hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1));
+}
+
+// out[i][t] = dot(row_i, x_t) over all columns for R rows and N packed tokens.
+//   W = bf16 weights, BF16 = true:   dp of bf16 pairs
+//   W = e4m3 weights, BF16 = true:   widen, round to bf16 (exact), dp
+//   W = e4m3 weights, BF16 = false:  widen, f32 FMA against the f32 packed input
+// One 32-column step of dot_block: masked weight loads on the last, partial step (x is zero padded).
+template <class W, bool BF16, int R, int N, bool Tail>
+DEEPSEEK_TARGET_AVX512 inline void dot_step(const W* const* rows, const void* xpv, int64_t s, uint32_t m, __m512 (&acc)[R][N]) {
+  if constexpr (std::is_same_v<W, uint16_t>) {
+    const uint16_t* xp = static_cast<const uint16_t*>(xpv) + s * N * 32;
+    __m512bh w[R];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i)
+      w[i] = (__m512bh)(Tail ? _mm512_maskz_loadu_epi16(m, rows[i] + s * 32) : _mm512_loadu_si512(rows[i] + s * 32));
+#pragma GCC unroll 8
+    for (int t = 0; t < N; ++t) {
+      const __m512bh xv = (__m512bh)_mm512_loadu_si512(xp + 32 * t);
+#pragma GCC unroll 8
+      for (int i = 0; i < R; ++i) acc[i][t] = _mm512_dpbf16_ps(acc[i][t], w[i], xv);
+    }
+  } else if constexpr (BF16) {
+    const uint16_t* xp = static_cast<const uint16_t*>(xpv) + s * N * 32;
+    __m512bh w[R];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
+      const __m256i b = Tail ? _mm256_maskz_loadu_epi8(m, rows[i] + s * 32)
+                             : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[i] + s * 32));
+      __m512 lo, hi;
+      widen_e4m3x32(b, lo, hi);
+      w[i] = _mm512_cvtne2ps_pbh(hi, lo);
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < N; ++t) {
+      const __m512bh xv = (__m512bh)_mm512_loadu_si512(xp + 32 * t);
+#pragma GCC unroll 8
+      for (int i = 0; i < R; ++i) acc[i][t] = _mm512_dpbf16_ps(acc[i][t], w[i], xv);
+    }
+  } else {
+    const float* xp = static_cast<const float*>(xpv) + s * N * 32;
+    __m512 lo[R], hi[R];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
+      const __m256i b = Tail ? _mm256_maskz_loadu_epi8(m, rows[i] + s * 32)
+                             : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[i] + s * 32));
+      widen_e4m3x32(b, lo[i], hi[i]);
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < N; ++t) {
+      const __m512 x0 = _mm512_loadu_ps(xp + 32 * t), x1 = _mm512_loadu_ps(xp + 32 * t + 16);
+#pragma GCC unroll 8
+      for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ps(hi[i], x1, _mm512_fmadd_ps(lo[i], x0, acc[i][t]));
+    }
+  }
+}
+
+// out[i][t] = dot(row_i, x_t) over all columns for R rows and N packed tokens.
+//   W = bf16 weights, BF16 = true:   dp of bf16 pairs
+//   W = e4m3 weights, BF16 = true:   widen, round to bf16 (exact), dp
+//   W = e4m3 weights, BF16 = false:  widen, f32 FMA against the f32 packed input
+template <class W, bool BF16, int R, int N>
+DEEPSEEK_TARGET_AVX512 inline void dot_block(const W* const* rows, const void* xp, int64_t cols, float (*out)[N]) {
+  __m512 acc[R][N];
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < N; ++t) acc[i][t] = _mm512_setzero_ps();
+  const int64_t full = cols / 32;
+  if constexpr (N == 1) {
+    // Decode reads each weight once, from memory. R rows advancing side by side look like R short
+    // streams to the hardware prefetcher, which ramps up on each too late; the rows are
+    // contiguous, so the next block's R rows are prefetched here, spread over this block's steps
+    // (FP8 decode: 7.1 -> 9.8 tok/s on the V2-Lite-shaped benchmark).
+    const char* next = reinterpret_cast<const char*>(rows[0] + R * cols);
+    const int64_t lines = (R * cols * int64_t(sizeof(W)) + 63) / 64, per = (lines + full - 1) / std::max<int64_t>(full, 1);
+    int64_t l = 0;
+    for (int64_t s = 0; s < full; ++s) {
+      for (int64_t k = 0; k < per && l < lines; ++k, ++l) _mm_prefetch(next + l * 64, _MM_HINT_T0);
+      dot_step<W, BF16, R, N, false>(rows, xp, s, 0, acc);
+    }
+  } else {
+    for (int64_t s = 0; s < full; ++s) dot_step<W, BF16, R, N, false>(rows, xp, s, 0, acc);
+  }
+  if (full * 32 < cols) dot_step<W, BF16, R, N, true>(rows, xp, full, uint32_t((uint64_t(1) << (cols - full * 32)) - 1), acc);
+  hsums<R * N>(&acc[0][0], &out[0][0]);
+}
+
+// Rows [ra, rb) (absolute) for one packed group of N tokens; y row index r - r0.
+template <class W, bool BF16, int N>
+DEEPSEEK_TARGET_AVX512 inline void rows_block(const W* base, int64_t cols, int64_t ra, int64_t rb, int64_t r0, const void* xp,
+                                              float* y, int64_t ldy) {
+  // Enough rows that R x N independent accumulators hide the latency, few enough that the
+  // accumulators, the R widened weight vectors (two each for f32) and the input fit 32 registers.
+  // Decode (N = 1) streams from memory and wants few rows side by side (measured on the
+  // V2-Lite-shaped benchmark: bf16 8 rows 21 GB/s, 2 rows 37 GB/s; FP8 8 rows 22 GB/s, 4 rows 25).
+  constexpr bool wide = std::is_same_v<W, uint8_t> && !BF16;
+  constexpr int R = wide ? (N <= 1 ? 4 : N <= 2 ? 6 : N <= 4 ? 4 : 2) : (N <= 1 ? 2 : N <= 2 ? 8 : N <= 4 ? 6 : 4);
+  int64_t r = ra;
+  for (; r + R <= rb; r += R) {
+    const W* rows[R];
+    for (int i = 0; i < R; ++i) rows[i] = base + r * cols + i * cols;
+    float out[R][N];
+    dot_block<W, BF16, R, N>(rows, xp, cols, out);
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < N; ++t) y[t * ldy + r + i - r0] = out[i][t];
+  }
+  for (; r < rb; ++r) {
+    const W* rows[1] = {base + r * cols};
+    float out[1][N];
+    dot_block<W, BF16, 1, N>(rows, xp, cols, out);
+    for (int t = 0; t < N; ++t) y[t * ldy + r - r0] = out[0][t];
+  }
+}
+
+template <class W, bool BF16>
+DEEPSEEK_TARGET_AVX512 inline void rows_block_n(const W* base, int64_t cols, int64_t ra, int64_t rb, int64_t r0, const void* xp,
+                                                int N, float* y, int64_t ldy) {
+  switch (N) {
+    case 1: rows_block<W, BF16, 1>(base, cols, ra, rb, r0, xp, y, ldy); break;
+    case 2: rows_block<W, BF16, 2>(base, cols, ra, rb, r0, xp, y, ldy); break;
+    case 3: rows_block<W, BF16, 3>(base, cols, ra, rb, r0, xp, y, ldy); break;
+    case 4: rows_block<W, BF16, 4>(base, cols, ra, rb, r0, xp, y, ldy); break;
+    case 5: rows_block<W, BF16, 5>(base, cols, ra, rb, r0, xp, y, ldy); break;
+    default: rows_block<W, BF16, 6>(base, cols, ra, rb, r0, xp, y, ldy); break;
+  }
+}
+
+// ceil(n / 6) groups of near-equal size (13 tokens: 4 + 4 + 5, not 6 + 6 + 1): a small group costs
+// a full pass over the weights for few products.
+struct Groups {
+  int64_t n, count;
+  explicit Groups(int64_t n_) : n(n_), count((n_ + kGroup - 1) / kGroup) {}
+  int64_t begin(int64_t g) const { return g * n / count; }
+  int N(int64_t g) const { return int(begin(g + 1) - begin(g)); }
+};
+
+// A 64-byte aligned thread-local buffer of at least `bytes` (a zmm load straddling two cache
+// lines costs two).
+inline void* aligned_scratch(size_t bytes, int which) {
+  static thread_local std::vector<uint8_t> buf[2];
+  auto& b = buf[which];
+  b.resize(bytes + 64);
+  return b.data() + (64 - reinterpret_cast<uintptr_t>(b.data()) % 64) % 64;
+}
+
+}  // namespace detail
+
+// y[t, r - r0] = W[r, :] . bf16(x[t, :]) for r in [r0, r1); W bf16, has_avx512bf16().
+inline void linear_rows_bf16_avx512(const BlockQuantMatrix& W, int64_t r0, int64_t r1, const float* x, int64_t n, float* y,
+                                    int64_t ldx, int64_t ldy) {
+  const int64_t cols = W.cols(), rows = r1 - r0, steps = (cols + 31) / 32;
+  const detail::Groups G(n);
+  uint16_t* packed = static_cast<uint16_t*>(detail::aligned_scratch(size_t(n * steps * 32 * 2), 0));
+  for (int64_t g = 0; g < G.count; ++g)  // group g starts at packed + begin(g) * steps * 32
+    detail::pack<true>(x + G.begin(g) * ldx, ldx, cols, G.N(g), nullptr, 0, packed + G.begin(g) * steps * 32);
+  const uint16_t* base = W.weight.data_as<const uint16_t>();
+  // Chunks of 32 rows; within a chunk every token group sweeps the chunk's rows, which stay in L2.
+  parallel_for((rows + 31) / 32, [&](int64_t b, int64_t e) {
+    for (int64_t ch = b; ch < e; ++ch) {
+      const int64_t ra = r0 + ch * 32, rb = std::min(r1, ra + 32);
+      for (int64_t g = 0; g < G.count; ++g)
+        detail::rows_block_n<uint16_t, true>(base, cols, ra, rb, r0, packed + G.begin(g) * steps * 32, G.N(g),
+                                             y + G.begin(g) * ldy, ldy);
+    }
+  });
+}
+
+// y[t, r - r0] = W[r, :] . x[t, :] for r in [r0, r1), W f8_e4m3 with block scales whose columns
+// are a multiple of 32 (DeepSeek: 128 x 128); bf16: the input times the scale is rounded to bf16
+// (needs has_avx512bf16()), else f32 (has_avx512()).
+inline void linear_rows_e4m3_avx512(const BlockQuantMatrix& W, int64_t r0, int64_t r1, const float* x, int64_t n, float* y,
+                                    int64_t ldx, int64_t ldy, bool bf16) {
+  const int64_t cols = W.cols(), steps = (cols + 31) / 32, sc = W.scale_inv.dim(1);
+  const int64_t br = W.block_rows;
+  const detail::Groups G(n);
+  const uint8_t* base = W.weight.data_as<const uint8_t>();
+  // Work units: 32-row chunks for a few tokens (the input is packed per chunk: cheap), whole
+  // 128-row scale blocks for more (packing n x cols per unit would rival the products).
+  const int64_t unit = n <= 4 ? 32 : br;
+  // Units never straddle a scale block: [first block's rows in range], then whole blocks.
+  std::vector<int64_t> starts;
+  for (int64_t r = r0; r < r1;) {
+    const int64_t block_end = std::min(r1, (r / br + 1) * br);
+    for (; r < block_end; r = std::min(block_end, r + unit)) starts.push_back(r);
+  }
+  starts.push_back(r1);
+  const size_t bytes = size_t(n * steps * 32 * (bf16 ? 2 : 4));
+  parallel_for(int64_t(starts.size()) - 1, [&](int64_t b, int64_t e) {
+    void* packed = detail::aligned_scratch(bytes, 1);
+    std::vector<float> f(static_cast<size_t>(sc));
+    int64_t packed_block = -1;
+    for (int64_t u = b; u < e; ++u) {
+      const int64_t ra = starts[size_t(u)], rb = starts[size_t(u) + 1], blk = ra / br;
+      if (blk != packed_block) {
+        const float* srow = W.scale_inv.data_as<const float>() + blk * sc;
+        for (int64_t k = 0; k < sc; ++k) f[size_t(k)] = srow[k] * 256.0f;
+        for (int64_t g = 0; g < G.count; ++g) {
+          const int64_t off = G.begin(g) * steps * 32;
+          if (bf16) detail::pack<true>(x + G.begin(g) * ldx, ldx, cols, G.N(g), f.data(), W.block_cols, static_cast<uint16_t*>(packed) + off);
+          else detail::pack<false>(x + G.begin(g) * ldx, ldx, cols, G.N(g), f.data(), W.block_cols, static_cast<float*>(packed) + off);
+        }
+        packed_block = blk;
+      }
+      for (int64_t g = 0; g < G.count; ++g) {
+        const int64_t off = G.begin(g) * steps * 32;
+        if (bf16)
+          detail::rows_block_n<uint8_t, true>(base, cols, ra, rb, r0, static_cast<const uint16_t*>(packed) + off, G.N(g),
+                                              y + G.begin(g) * ldy, ldy);
+        else
+          detail::rows_block_n<uint8_t, false>(base, cols, ra, rb, r0, static_cast<const float*>(packed) + off, G.N(g),
+                                               y + G.begin(g) * ldy, ldy);
+      }
+    }
+  });
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
+
+}  // namespace deepseek::backend::cpu
