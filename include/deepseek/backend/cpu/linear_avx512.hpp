@@ -295,7 +295,7 @@ struct Groups {
 // A 64-byte aligned thread-local buffer of at least `bytes` (a zmm load straddling two cache
 // lines costs two).
 inline void* aligned_scratch(size_t bytes, int which) {
-  static thread_local std::vector<uint8_t> buf[2];
+  static thread_local std::vector<uint8_t> buf[3];
   auto& b = buf[which];
   b.resize(bytes + 64);
   return b.data() + (64 - reinterpret_cast<uintptr_t>(b.data()) % 64) % 64;
@@ -333,29 +333,24 @@ inline void linear_rows_e4m3_avx512(const BlockQuantMatrix& W, int64_t r0, int64
   const detail::Groups G(n);
   const uint8_t* base = W.weight.data_as<const uint8_t>();
   // Work units: 32-row chunks for a few tokens (the input is packed per chunk: cheap), whole
-  // 128-row scale blocks for more (packing n x cols per unit would rival the products).
-  const int64_t unit = n <= 4 ? 32 : br;
-  // Units never straddle a scale block: [first block's rows in range], then whole blocks.
-  std::vector<int64_t> starts;
-  for (int64_t r = r0; r < r1;) {
-    const int64_t block_end = std::min(r1, (r / br + 1) * br);
-    for (; r < block_end; r = std::min(block_end, r + unit)) starts.push_back(r);
-  }
-  starts.push_back(r1);
+  // scale blocks for more (packing n x cols per unit would rival the products). Units are aligned
+  // to multiples of `unit` rows, which never straddle a scale block.
+  const int64_t unit = (n <= 4 && br % 32 == 0) ? 32 : br;
+  const int64_t u0 = r0 / unit, units = (r1 - 1) / unit - u0 + 1;
   const size_t bytes = size_t(n * steps * 32 * (bf16 ? 2 : 4));
-  parallel_for(int64_t(starts.size()) - 1, [&](int64_t b, int64_t e) {
+  parallel_for(units, [&](int64_t b, int64_t e) {
     void* packed = detail::aligned_scratch(bytes, 1);
-    std::vector<float> f(static_cast<size_t>(sc));
+    float* f = static_cast<float*>(detail::aligned_scratch(size_t(sc) * 4, 2));
     int64_t packed_block = -1;
     for (int64_t u = b; u < e; ++u) {
-      const int64_t ra = starts[size_t(u)], rb = starts[size_t(u) + 1], blk = ra / br;
+      const int64_t ra = std::max(r0, (u0 + u) * unit), rb = std::min(r1, (u0 + u + 1) * unit), blk = ra / br;
       if (blk != packed_block) {
         const float* srow = W.scale_inv.data_as<const float>() + blk * sc;
-        for (int64_t k = 0; k < sc; ++k) f[size_t(k)] = srow[k] * 256.0f;
+        for (int64_t k = 0; k < sc; ++k) f[k] = srow[k] * 256.0f;
         for (int64_t g = 0; g < G.count; ++g) {
           const int64_t off = G.begin(g) * steps * 32;
-          if (bf16) detail::pack<true>(x + G.begin(g) * ldx, ldx, cols, G.N(g), f.data(), W.block_cols, static_cast<uint16_t*>(packed) + off);
-          else detail::pack<false>(x + G.begin(g) * ldx, ldx, cols, G.N(g), f.data(), W.block_cols, static_cast<float*>(packed) + off);
+          if (bf16) detail::pack<true>(x + G.begin(g) * ldx, ldx, cols, G.N(g), f, W.block_cols, static_cast<uint16_t*>(packed) + off);
+          else detail::pack<false>(x + G.begin(g) * ldx, ldx, cols, G.N(g), f, W.block_cols, static_cast<float*>(packed) + off);
         }
         packed_block = blk;
       }
