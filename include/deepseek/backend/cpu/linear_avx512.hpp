@@ -40,7 +40,7 @@
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
 #include <immintrin.h>
 #define DEEPSEEK_CPU_AVX512_KERNELS 1
-#define DEEPSEEK_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,f16c")))
+#define DEEPSEEK_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 #else
 #define DEEPSEEK_CPU_AVX512_KERNELS 0
 #endif
@@ -55,8 +55,8 @@ inline std::atomic<int>& avx512_switch() {
 }
 inline int avx512_detect() {
 #if DEEPSEEK_CPU_AVX512_KERNELS
-  const bool base = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c");
+  // (VCVTPH2PS on zmm is AVX512-F itself.)
+  const bool base = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
   return base ? (1 | (__builtin_cpu_supports("avx512bf16") ? 2 : 0)) : 0;
 #else
   return 0;
@@ -160,10 +160,19 @@ DEEPSEEK_TARGET_AVX512 inline void widen_e4m3x32(__m256i bytes, __m512& lo, __m5
   hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1));
 }
 
-// out[i][t] = dot(row_i, x_t) over all columns for R rows and N packed tokens.
-//   W = bf16 weights, BF16 = true:   dp of bf16 pairs
-//   W = e4m3 weights, BF16 = true:   widen, round to bf16 (exact), dp
-//   W = e4m3 weights, BF16 = false:  widen, f32 FMA against the f32 packed input
+// One row of e4m3 bytes as bf16 values / 256 (exact), zero padded to a multiple of 32.
+DEEPSEEK_TARGET_AVX512 inline void widen_row_bf16(const uint8_t* row, int64_t cols, uint16_t* out) {
+  const int64_t steps = (cols + 31) / 32;
+  for (int64_t s = 0; s < steps; ++s) {
+    const int64_t m = std::min<int64_t>(32, cols - s * 32);
+    const __m256i b = m == 32 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + s * 32))
+                              : _mm256_maskz_loadu_epi8(uint32_t((uint64_t(1) << m) - 1), row + s * 32);
+    __m512 lo, hi;
+    widen_e4m3x32(b, lo, hi);
+    _mm512_storeu_si512(out + s * 32, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+  }
+}
+
 // One 32-column step of dot_block: masked weight loads on the last, partial step (x is zero padded).
 template <class W, bool BF16, int R, int N, bool Tail>
 DEEPSEEK_TARGET_AVX512 inline void dot_step(const W* const* rows, const void* xpv, int64_t s, uint32_t m, __m512 (&acc)[R][N]) {
@@ -295,7 +304,7 @@ struct Groups {
 // A 64-byte aligned thread-local buffer of at least `bytes` (a zmm load straddling two cache
 // lines costs two).
 inline void* aligned_scratch(size_t bytes, int which) {
-  static thread_local std::vector<uint8_t> buf[3];
+  static thread_local std::vector<uint8_t> buf[4];
   auto& b = buf[which];
   b.resize(bytes + 64);
   return b.data() + (64 - reinterpret_cast<uintptr_t>(b.data()) % 64) % 64;
@@ -353,6 +362,20 @@ inline void linear_rows_e4m3_avx512(const BlockQuantMatrix& W, int64_t r0, int64
           else detail::pack<false>(x + G.begin(g) * ldx, ldx, cols, G.N(g), f, W.block_cols, static_cast<float*>(packed) + off);
         }
         packed_block = blk;
+      }
+      if (bf16 && G.count > 1) {
+        // Several token groups: widen 32 rows at a time to a bf16 tile (exact, in L2) once, and
+        // let every group run the bf16 kernel over it, instead of widening once per group.
+        uint16_t* tile = static_cast<uint16_t*>(detail::aligned_scratch(size_t(32 * steps * 32 * 2), 3));
+        for (int64_t sa = ra; sa < rb; sa += 32) {
+          const int64_t len = std::min<int64_t>(32, rb - sa);
+          for (int64_t i = 0; i < len; ++i) detail::widen_row_bf16(base + (sa + i) * cols, cols, tile + i * steps * 32);
+          for (int64_t g = 0; g < G.count; ++g)  // the tile's row i is row sa + i: y index i - (r0 - sa)
+            detail::rows_block_n<uint16_t, true>(tile, steps * 32, 0, len, r0 - sa,
+                                                 static_cast<const uint16_t*>(packed) + G.begin(g) * steps * 32, G.N(g),
+                                                 y + G.begin(g) * ldy, ldy);
+        }
+        continue;
       }
       for (int64_t g = 0; g < G.count; ++g) {
         const int64_t off = G.begin(g) * steps * 32;
