@@ -12,9 +12,9 @@ namespace deepseek {
 
 // What the input of a product with this matrix is rounded to before the multiply:
 //   f32   nothing is rounded: the product is exact up to f32 summation (the default)
-//   bf16  x is rounded to bf16 first, as torch's bf16 linear and llama.cpp's bf16 dot products
-//         do; with bf16 weights on a CPU with AVX512-BF16 the multiply then runs on bf16 pairs
-//         natively (backend/cpu/linear_avx512.hpp), 2-3x the f32 rate
+//   bf16  x is rounded to bf16 first (FP8 weights: x times the block scale), as torch's bf16
+//         linear and llama.cpp's bf16 dot products do; on a CPU with AVX512-BF16 the multiply
+//         then runs on bf16 pairs natively (backend/cpu/linear_avx512.hpp), 2-3x the f32 rate
 enum class ActivationDType { f32, bf16 };
 
 struct BlockQuantMatrix {

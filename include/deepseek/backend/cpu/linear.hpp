@@ -13,11 +13,12 @@
 //          inner loop is the same dot product as for bf16. Threads split the rows.
 //   tiled  larger n (prefill): a tile of kTileRows rows is dequantized to f32 (exact) and Eigen's
 //          GEMM multiplies it; f32 weights go to Eigen directly. Threads split the tiles.
-//   avx512 on CPUs with AVX-512 (linear_avx512.hpp): FP8 weights always; bf16 weights when the
-//          activations are bf16 and the CPU has AVX512-BF16.
+//   avx512 on CPUs with AVX-512 (linear_avx512.hpp), before the two above: FP8 weights up to
+//          kSmallMaxTokens tokens (any count with bf16 activations), bf16 weights with bf16
+//          activations where the CPU has AVX512-BF16.
 // W.activations == ActivationDType::bf16 rounds the input to bf16 first (for FP8 weights the
-// input times the block scale, the form in which every FP8 kernel multiplies it); the AVX2
-// kernels then multiply the rounded values in f32.
+// input times the block scale, the form in which every FP8 kernel multiplies it; FP8 then stays
+// on the small path for any n); the AVX2 kernels multiply the rounded values in f32.
 // Row ranges [r0, r1) let MLA address one head's slice of kv_b_proj without copying.
 #pragma once
 
