@@ -1,6 +1,8 @@
-// What the CPU backend may use, decided once at compile time (the build uses -march=native).
-// Every vector path in backend/cpu has a scalar twin that computes the same sums; tests compare
-// the two, and the scalar one is what a build without AVX2/FMA/F16C runs.
+// What the CPU backend may use, decided at compile time: AVX2 + FMA + F16C (the default build
+// flags; -DDEEPSEEK_NATIVE=ON uses -march=native). Every vector path in backend/cpu has a scalar
+// twin that computes the same sums; tests compare the two, and the scalar one is what a build
+// without AVX2/FMA/F16C runs. The AVX-512 linear kernels (linear_avx512.hpp) are compiled by target
+// attributes in any x86-64 build and chosen at run time.
 #pragma once
 
 #include <cstdint>
