@@ -72,12 +72,6 @@ std::shared_ptr<models::DeepSeekV3<cpu>> load_model(const std::shared_ptr<io::Ch
   }
   return std::make_shared<models::DeepSeekV3<cpu>>(ckpt, opts);
 }
-ActivationDType parse_activations(const cli::Args& args) {
-  const std::string a = args.get("activations", "f32");
-  if (a == "f32") return ActivationDType::f32;
-  if (a == "bf16") return ActivationDType::bf16;
-  throw Error("--activations must be f32 or bf16, got '" + a + "'");
-}
 
 void write_npy(const std::string& path, const float* data, int64_t rows, int64_t cols) {
   std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(rows) + ", " + std::to_string(cols) + "), }";
@@ -104,7 +98,7 @@ int run_logits(int argc, char** argv) {
   }
   if (args.get("backend", "cpu") != "cpu") throw Error("--backend " + args.get("backend") + " is not available (this build has: cpu)");
   if (args.has("threads")) set_num_threads(int(args.get_int("threads", 1)));
-  const ActivationDType activations = parse_activations(args);
+  const ActivationDType activations = cli::parse_activations(args);
   auto model = load_model(io::Checkpoint::open(args.required("model")), activations);
   const auto ids = parse_ids(args.required("ids"));
   const int64_t T = int64_t(ids.size()), V = model->config().vocab_size;
@@ -130,7 +124,7 @@ int run_generate(int argc, char** argv) {
   if (args.has("threads")) set_num_threads(int(args.get_int("threads", 1)));
   if (args.has("ids") == args.has("prompt")) throw Error("give exactly one of --ids and --prompt");
   const std::string dir = args.required("model");
-  const ActivationDType activations = parse_activations(args);
+  const ActivationDType activations = cli::parse_activations(args);
 
   generate::GenerateOptions go;
   go.max_new_tokens = args.get_int("max-new", 64);

@@ -54,9 +54,7 @@ int run_perplexity(int argc, char** argv) {
   if (max_tokens > 0 && int64_t(ids.size()) > max_tokens) ids.resize(size_t(max_tokens));
 
   models::LoadOptions opts;
-  const std::string act = args.get("activations", "f32");
-  if (act != "f32" && act != "bf16") throw Error("--activations must be f32 or bf16, got '" + act + "'");
-  opts.activations = act == "bf16" ? ActivationDType::bf16 : ActivationDType::f32;
+  opts.activations = cli::parse_activations(args);
   models::DeepSeekV3<cpu> model(io::Checkpoint::open(dir), opts);
   const int64_t V = model.config().vocab_size;
   const auto bos = tok.bos_id();

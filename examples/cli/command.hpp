@@ -4,6 +4,7 @@
 // main.cpp dispatches on argv[1]. Options are GNU-style `--key value` or `--flag`.
 #pragma once
 
+#include <deepseek/core/block_quant.hpp>
 #include <deepseek/core/error.hpp>
 
 #include <functional>
@@ -83,6 +84,14 @@ class Args {
   std::vector<std::string> positional_;
   bool help_ = false;
 };
+
+// --activations f32|bf16 (default f32): what the inputs of the linear layers are rounded to.
+inline ActivationDType parse_activations(const Args& args) {
+  const std::string a = args.get("activations", "f32");
+  if (a == "f32") return ActivationDType::f32;
+  if (a == "bf16") return ActivationDType::bf16;
+  throw Error("--activations must be f32 or bf16, got '" + a + "'");
+}
 
 using CommandFn = std::function<int(int argc, char** argv)>;
 

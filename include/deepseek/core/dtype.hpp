@@ -89,6 +89,8 @@ inline uint16_t f32_to_bf16(float f) {
   u += 0x7fffu + ((u >> 16) & 1u);                     // round to nearest, ties to even
   return static_cast<uint16_t>(u >> 16);
 }
+// The nearest bf16 value of f, as an f32 (what bf16 activations multiply).
+inline float round_to_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 
 namespace detail {
 // Rounds a finite, non-negative binary32 (given as bits) to the nearest value of a binary format

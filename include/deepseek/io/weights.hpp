@@ -45,8 +45,8 @@ class Weights {
 
   // A view scoped one level deeper: w.sub("self_attn") looks names up under "<prefix>self_attn.".
   Weights sub(const std::string& p) const {
-    Weights w(ckpt_, prefix_ + p + ".");
-    w.activations_ = activations_;
+    Weights w = *this;
+    w.prefix_ += p + ".";
     return w;
   }
   // The same view, with every matrix() it returns multiplying inputs rounded to `a` (see

@@ -45,16 +45,15 @@ inline void linear_reference(const BlockQuantMatrix& W, const float* x, int64_t 
   if (ldx < 0) ldx = cols;
   if (ldy < 0) ldy = rows;
   const bool round = W.activations == ActivationDType::bf16, fp8 = W.dtype() == DType::f8_e4m3;
-  auto bf16_round = [](float v) { return bf16_to_f32(f32_to_bf16(v)); };
   for (int64_t t = 0; t < n; ++t)
     for (int64_t r = 0; r < rows; ++r) {
       double acc = 0;
       for (int64_t c = 0; c < cols; ++c) {
         const float xv = x[t * ldx + c];
         if (round && fp8)  // e4m3(W) * bf16(x * s)
-          acc += double(f8_e4m3_to_f32(W.weight.data_as<const uint8_t>()[r * cols + c])) * double(bf16_round(xv * W.scale(r, c)));
+          acc += double(f8_e4m3_to_f32(W.weight.data_as<const uint8_t>()[r * cols + c])) * double(round_to_bf16(xv * W.scale(r, c)));
         else
-          acc += double(W.at(r, c)) * double(round ? bf16_round(xv) : xv);
+          acc += double(W.at(r, c)) * double(round ? round_to_bf16(xv) : xv);
       }
       y[t * ldy + r] = float(acc);
     }
@@ -267,7 +266,7 @@ inline void small_linear(const BlockQuantMatrix& W, int64_t r0, int64_t a, int64
             const float f = srow[k] * 256.0f;
             const int64_t ce = std::min(cols, cb + W.block_cols);
             if (round_bf16)  // bf16(x s) 256 == bf16(x s 256): scaling by 256 is exact
-              for (int64_t c = cb; c < ce; ++c) xs[size_t(t * cols + c)] = bf16_to_f32(f32_to_bf16(x[t * ldx + c] * f));
+              for (int64_t c = cb; c < ce; ++c) xs[size_t(t * cols + c)] = round_to_bf16(x[t * ldx + c] * f);
             else
               for (int64_t c = cb; c < ce; ++c) xs[size_t(t * cols + c)] = x[t * ldx + c] * f;
           }
@@ -304,7 +303,8 @@ inline void linear_rows(const BlockQuantMatrix& W, int64_t r0, int64_t r1, const
   if (bf16_act && !fp8) {  // FP8 rounds after its scale, in small_linear
     auto& xr = detail::rounded_input_buffer();
     xr.resize(size_t(n * cols));
-    round_to_bf16(x, n, cols, ldx, xr.data());
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t c = 0; c < cols; ++c) xr[size_t(t * cols + c)] = round_to_bf16(x[t * ldx + c]);
     x = xr.data();
     ldx = cols;
   }

@@ -81,12 +81,6 @@ inline bool has_avx512bf16() { return (detail::avx512_level() & 2) != 0; }
 // Tests run both the AVX-512 kernels and their AVX2 twins.
 inline void set_avx512(bool on) { detail::avx512_switch().store(on ? detail::avx512_detect() : 0, std::memory_order_relaxed); }
 
-// x rounded to bf16 and back to f32 (what the AVX2 kernels multiply in bf16-activation mode).
-inline void round_to_bf16(const float* x, int64_t n, int64_t cols, int64_t ldx, float* out) {
-  for (int64_t t = 0; t < n; ++t)
-    for (int64_t c = 0; c < cols; ++c) out[t * cols + c] = bf16_to_f32(f32_to_bf16(x[t * ldx + c]));
-}
-
 #if DEEPSEEK_CPU_AVX512_KERNELS
 // GCC 12's AVX-512 intrinsics fill unused operands with _mm512_undefined_*(), a self-initialised
 // variable that trips -Wuninitialized at every site they are inlined into.
