@@ -27,7 +27,10 @@ using namespace deepseek::test;
 
 namespace {
 
-const char* kVariants[] = {"v3_yarn_qlora_bf16", "v3_noqlora_f32", "v3_fp8", "v2_softmax_group_limited", "v2_lite_greedy"};
+// v2_mha_ocr_decoder: use_mla false (the DeepSeek-OCR decoder's plain multi-head attention), from
+// transformers' DeepseekOcr2TextModel (tests/reference/make_mha_model_fixture.py).
+const char* kVariants[] = {"v3_yarn_qlora_bf16", "v3_noqlora_f32",     "v3_fp8",
+                           "v2_softmax_group_limited", "v2_lite_greedy", "v2_mha_ocr_decoder"};
 
 }  // namespace
 
@@ -191,4 +194,31 @@ TEST_CASE("config and weights that disagree give errors naming the tensor", "[mo
   std::filesystem::remove_all(more);
   std::filesystem::remove_all(experts);
   std::filesystem::remove_all(dense);
+}
+
+TEST_CASE("use_mla false: plain multi-head attention layers and their cache", "[model][mha]") {
+  auto ckpt = io::Checkpoint::open(kModels + "v2_mha_ocr_decoder");
+  models::DeepSeekV3<cpu> model(ckpt);
+  const auto& c = model.config();
+  REQUIRE_FALSE(c.use_mla);
+  REQUIRE(c.head_dim == 32);
+  REQUIRE_FALSE(model.layer(0).is_mla());
+  // K then V of the 2 KV heads, not a latent: 2 * 2 * 32 values per token and layer.
+  REQUIRE(model.make_cache({8}).width() == 128);
+  REQUIRE_THROWS_WITH(model.layer(0).self_attention(), Catch::Contains("use_mla: false"));
+  // The MLA fixtures still have MLA layers.
+  models::DeepSeekV3<cpu> mla(io::Checkpoint::open(kModels + "v2_lite_greedy"));
+  REQUIRE(mla.layer(0).is_mla());
+  REQUIRE(mla.make_cache({8}).width() == mla.config().kv_lora_rank + mla.config().qk_rope_head_dim);
+}
+
+TEST_CASE("use_mla false with what plain attention does not have gives errors", "[model][mha][malformed]") {
+  const std::string bias = with_config_edit("v2_mha_ocr_decoder", "attention_bias", true);
+  REQUIRE_THROWS_WITH(models::DeepSeekV3<cpu>(io::Checkpoint::open(bias)),
+                      Catch::Contains("attention_bias") && Catch::Contains("use_mla: false"));
+  std::filesystem::remove_all(bias);
+  // A head count that does not divide hidden_size into the stored q_proj rows: the error names the tensor.
+  const std::string heads = with_config_edit("v2_mha_ocr_decoder", "num_attention_heads", 8);
+  REQUIRE_THROWS_WITH(models::DeepSeekV3<cpu>(io::Checkpoint::open(heads)), Catch::Contains("self_attn"));
+  std::filesystem::remove_all(heads);
 }

@@ -4,8 +4,8 @@
 //   h_{l+1} = DecoderLayer_l(h_l), l < L          model.layers.{l}.*
 //   logits = lm_head(RMSNorm(h_L))                model.norm.weight, lm_head.weight [vocab, d]
 // Positions continue from the cache: a forward of n tokens runs at positions cache.size() ..
-// cache.size()+n-1 and appends their latent rows, so prefill, decode and chunked prefill are the
-// same call. MTP weights (model.layers.{L + k}.*) are not loaded here.
+// cache.size()+n-1 and appends their cache rows (MLA: the latent; use_mla false, as the
+// DeepSeek-OCR decoder: K and V), so prefill, decode and chunked prefill are the same call. MTP weights (model.layers.{L + k}.*) are not loaded here.
 // V3.2 (DeepseekV32ForCausalLM, index_n_heads > 0): every layer's MLA attends only over the
 // index_topk positions its lightning indexer selects (nn/dsa.hpp); the cache row grows by
 // index_head_dim values for the indexer key.
@@ -76,7 +76,7 @@ class DeepSeekV3 {
   const nn::DecoderLayer<B>& layer(int l) const { return layers_[size_t(l)]; }
 
   nn::KvCache make_cache(const CacheOptions& o = {}) const {
-    return nn::KvCache(c_.num_hidden_layers, nn::MlaConfig::from(c_).row_width(), o.max_tokens, o.layout, o.block_size);
+    return nn::KvCache(c_.num_hidden_layers, nn::DecoderLayer<B>::cache_row_width(c_), o.max_tokens, o.layout, o.block_size);
   }
 
   // Runs ids[0:n) at positions cache.size() .. and appends them to the cache.

@@ -1,13 +1,16 @@
 // One decoder layer of the V2/V3 family:
-//   h = x + MLA(RMSNorm_attn(x));  y = h + FFN(RMSNorm_ffn(h))
+//   h = x + Attn(RMSNorm_attn(x));  y = h + FFN(RMSNorm_ffn(h))
 //   input_layernorm, self_attn.*, post_attention_layernorm, mlp.* (dense SwiGLU for layers below
 //   first_k_dense_replace or off the moe_layer_freq grid, DeepSeekMoE otherwise).
+// Attn is MLA (mla.hpp), or plain multi-head attention for use_mla: false (attention.hpp: the
+// DeepSeek-OCR decoder; q/k/v/o_proj, rotate-half RoPE over the whole head_dim).
 // The MTP module reuses it as its transformer block. V3.2 configs (index_n_heads > 0) give MLA its
 // DSA indexer (self_attn.indexer.*, dsa.hpp).
 #pragma once
 
 #include "deepseek/io/config.hpp"
 #include "deepseek/io/weights.hpp"
+#include "deepseek/nn/attention.hpp"
 #include "deepseek/nn/dsa.hpp"
 #include "deepseek/nn/kv_cache.hpp"
 #include "deepseek/nn/mla.hpp"
@@ -17,6 +20,7 @@
 #include "deepseek/nn/rope.hpp"
 
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace deepseek::nn {
@@ -30,11 +34,18 @@ class DecoderLayer {
                IndexerPrecision indexer_precision = IndexerPrecision::f32)
       : d_(c.hidden_size),
         input_layernorm_(w, "input_layernorm", c.hidden_size, float(c.rms_norm_eps)),
-        post_attention_layernorm_(w, "post_attention_layernorm", c.hidden_size, float(c.rms_norm_eps)),
-        self_attn_(w.sub("self_attn"), MlaConfig::from(c), rope, softmax_scale, make_indexer(w, c, indexer_precision)) {
-    if (!c.use_mla)
-      throw Error("use_mla: false (plain multi-head attention) is not supported by the V3-family decoder layer yet",
-                  at_field("use_mla", w.checkpoint().dir() + "/config.json"));
+        post_attention_layernorm_(w, "post_attention_layernorm", c.hidden_size, float(c.rms_norm_eps)) {
+    if (c.use_mla) {
+      mla_.emplace(w.sub("self_attn"), MlaConfig::from(c), rope, softmax_scale, make_indexer(w, c, indexer_precision));
+    } else {
+      const std::string config_json = w.checkpoint().dir() + "/config.json";
+      if (c.has_indexer())
+        throw Error("the DSA indexer (index_n_heads > 0) needs MLA, but use_mla is false", at_field("use_mla", config_json));
+      if (c.attention_bias)
+        throw Error("attention_bias: true with plain multi-head attention (use_mla: false) is not supported",
+                    at_field("attention_bias", config_json));
+      mha_.emplace(w.sub("self_attn"), AttentionConfig::from(c), Rope(c, c.head_dim, RopeLayout::half_split));
+    }
     if (c.is_moe_layer(layer)) {
       moe_.emplace(w.sub("mlp"), MoeConfig::from(c));
     } else {
@@ -44,7 +55,16 @@ class DecoderLayer {
 
   bool is_moe() const { return moe_.has_value(); }
   const Moe<B>* moe() const { return moe_ ? &*moe_ : nullptr; }
-  const Mla<B>& self_attention() const { return self_attn_; }
+  bool is_mla() const { return mla_.has_value(); }
+  // The MLA block (V2/V3 checkpoints); an error for use_mla: false layers.
+  const Mla<B>& self_attention() const {
+    if (!mla_) throw Error("this decoder layer has plain multi-head attention (use_mla: false), not MLA");
+    return *mla_;
+  }
+  // Values per token this layer keeps in the KV cache.
+  static int64_t cache_row_width(const io::ModelConfig& c) {
+    return c.use_mla ? MlaConfig::from(c).row_width() : AttentionConfig::from(c).cache_width();
+  }
 
   // h: [n, d] residual stream, updated in place; tokens at positions p0 .. p0+n-1.
   // `selection` (V3.2): receives the positions each query attended to.
@@ -59,7 +79,8 @@ class DecoderLayer {
               Selection* selection = nullptr) const {
     std::vector<float> a(static_cast<size_t>(n * d_)), b(static_cast<size_t>(n * d_));
     input_layernorm_.forward(h, n, a.data());
-    self_attn_.forward(a.data(), n, p0, cache, b.data(), mode, selection);
+    if (mla_) mla_->forward(a.data(), n, p0, cache, b.data(), mode, selection);
+    else mha_->forward(a.data(), n, p0, cache, b.data());  // one path: `mode` and `selection` are MLA's
     for (int64_t i = 0; i < n * d_; ++i) h[i] += b[size_t(i)];
   }
   // out = post_attention_layernorm(h): what the MLP / MoE reads.
@@ -81,7 +102,8 @@ class DecoderLayer {
 
   int64_t d_ = 0;
   RmsNorm<B> input_layernorm_, post_attention_layernorm_;
-  Mla<B> self_attn_;
+  std::optional<Mla<B>> mla_;
+  std::optional<Attention<B>> mha_;
   std::optional<Mlp<B>> mlp_;
   std::optional<Moe<B>> moe_;
 };

@@ -47,7 +47,7 @@ class Mtp {
       : d_(c.hidden_size),
         vocab_(c.vocab_size),
         layer_index_(layer),
-        row_width_(MlaConfig::from(c).row_width()),
+        row_width_(DecoderLayer<B>::cache_row_width(c)),
         enorm_(w, "enorm", c.hidden_size, float(c.rms_norm_eps)),
         hnorm_(w, "hnorm", c.hidden_size, float(c.rms_norm_eps)),
         eh_proj_(w.matrix("eh_proj", c.hidden_size, 2 * c.hidden_size)),
