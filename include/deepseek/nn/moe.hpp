@@ -18,11 +18,13 @@
 #pragma once
 
 #include "deepseek/backend/cpu/backend.hpp"
+#include "deepseek/core/parallel.hpp"
 #include "deepseek/io/config.hpp"
 #include "deepseek/io/weights.hpp"
 #include "deepseek/nn/mlp.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -149,29 +151,70 @@ class Moe {
     std::vector<int> idx(size_t(n * K));
     std::vector<float> wt(size_t(n * K));
     route(x, n, idx.data(), wt.data());
-    // Tokens per expert, in token order.
-    std::vector<std::vector<std::pair<int64_t, float>>> per_expert(static_cast<size_t>(E));
+    // Tokens per expert, in token order; slot[e][i]: where token i of expert e goes among its
+    // token's K outputs, which are kept in ascending expert order.
+    std::vector<std::vector<int64_t>> tokens(static_cast<size_t>(E)), slot(static_cast<size_t>(E));
+    std::vector<int> used(size_t(n), 0);
     for (int64_t t = 0; t < n; ++t)
-      for (int k = 0; k < K; ++k) per_expert[size_t(idx[size_t(t * K + k)])].push_back({t, wt[size_t(t * K + k)]});
+      for (int k = 0; k < K; ++k) tokens[size_t(idx[size_t(t * K + k)])].push_back(t);
+    std::vector<float> weight_of(size_t(n * K));
+    for (int e = 0; e < E; ++e)
+      for (int64_t t : tokens[size_t(e)]) {
+        const int k = used[size_t(t)]++;
+        slot[size_t(e)].push_back(k);
+        for (int j = 0; j < K; ++j)
+          if (idx[size_t(t * K + j)] == e) weight_of[size_t(t * K + k)] = wt[size_t(t * K + j)];
+      }
     if (shared_) {
       shared_->forward(x, n, y);
     } else {
       std::fill(y, y + n * d, 0.0f);
     }
-    std::vector<float> routed(size_t(n * d), 0.0f), xin, xout;
-    for (int e = 0; e < E; ++e) {
-      const auto& toks = per_expert[size_t(e)];
-      if (toks.empty()) continue;
+    std::vector<float> out(size_t(n * K * d));
+    auto run = [&](int e) {
+      const auto& toks = tokens[size_t(e)];
       const int64_t m = int64_t(toks.size());
+      static thread_local std::vector<float> xin, xout;
       xin.resize(size_t(m * d));
       xout.resize(size_t(m * d));
-      for (int64_t i = 0; i < m; ++i) std::copy(x + toks[size_t(i)].first * d, x + (toks[size_t(i)].first + 1) * d, xin.data() + i * d);
+      for (int64_t i = 0; i < m; ++i) std::copy(x + toks[size_t(i)] * d, x + (toks[size_t(i)] + 1) * d, xin.data() + i * d);
       experts_[size_t(e)].forward(xin.data(), m, xout.data());
       for (int64_t i = 0; i < m; ++i)
-        backend::Ops<B>::axpy(toks[size_t(i)].second, xout.data() + i * d, routed.data() + toks[size_t(i)].first * d, d);
+        std::copy(xout.data() + i * d, xout.data() + (i + 1) * d, out.data() + (toks[size_t(i)] * K + slot[size_t(e)][size_t(i)]) * d);
+    };
+    std::vector<int> active;
+    for (int e = 0; e < E; ++e)
+      if (!tokens[size_t(e)].empty()) active.push_back(e);
+    const int threads = num_threads();
+    if (threads > 1 && n >= kExpertParallelTokens && int(active.size()) >= 2 * threads) {
+      // Many tokens: each thread runs whole experts, one at a time, largest first, taken from a
+      // shared counter. Every expert's GEMM streams its weights once on one core; splitting each
+      // small GEMM over the threads instead costs a fork and join per matrix (3 per expert) and
+      // leaves cores idle at every join.
+      std::stable_sort(active.begin(), active.end(),
+                       [&](int a, int b) { return tokens[size_t(a)].size() > tokens[size_t(b)].size(); });
+      std::atomic<size_t> next{0};
+      parallel_for(threads, [&](int64_t, int64_t) {
+        for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < active.size();) run(active[i]);
+      });
+    } else {
+      for (int e : active) run(e);
     }
-    for (int64_t i = 0; i < n * d; ++i) y[i] += routed[size_t(i)];
+    // Sum each token's experts in ascending expert order (the same order whatever ran where).
+    parallel_for(n, [&](int64_t t0, int64_t t1) {
+      std::vector<float> routed(static_cast<size_t>(d));
+      for (int64_t t = t0; t < t1; ++t) {
+        std::fill(routed.begin(), routed.end(), 0.0f);
+        for (int k = 0; k < used[size_t(t)]; ++k)
+          backend::Ops<B>::axpy(weight_of[size_t(t * K + k)], out.data() + (t * K + k) * d, routed.data(), d);
+        float* yt = y + t * d;
+        for (int64_t i = 0; i < d; ++i) yt[i] += routed[size_t(i)];
+      }
+    });
   }
+
+  // From this many tokens on, forward() runs whole experts per thread (see there).
+  static constexpr int64_t kExpertParallelTokens = 16;
 
  private:
   MoeConfig c_;

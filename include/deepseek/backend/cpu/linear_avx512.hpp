@@ -2,6 +2,7 @@
 // the AVX2 kernels for the rest and as the plain twins these are tested against):
 //
 //   bf16 weights, bf16 activations (AVX512-BF16):    y[t, r] = sum_c W[r, c] bf16(x[t, c])
+//   bf16 weights, f32 activations (AVX512-F/BW):     y[t, r] = sum_c W[r, c] x[t, c]
 //   FP8 weights, f32 activations (AVX512-F/BW):      y[t, r] = sum_c e4m3(W[r, c]) (x[t, c] s(r, c))
 //   FP8 weights, bf16 activations (AVX512-BF16):     y[t, r] = sum_c e4m3(W[r, c]) bf16(x[t, c] s(r, c))
 //   (s(r, c) = scale_inv[r / 128, c / 128]; products and sums in f32)
@@ -14,6 +15,9 @@
 //   - VDPBF16PS multiplies 32 bf16 pairs into 16 f32 lanes in one instruction, 2-3x the f32 FMA
 //     rate, and bf16 weights need no widening at all. Each step loads R weight vectors and N token
 //     vectors and issues R x N dot products (R x N accumulators in the 32 zmm registers).
+//   - bf16 weights against f32 inputs widen in 2 instructions without a shuffle: in a 32-bit lane
+//     holding the pair (w[2j], w[2j+1]), lane << 16 is w[2j] as f32 and lane & 0xFFFF0000 is
+//     w[2j+1]. The input is packed to match: per 32 columns the 16 even ones, then the 16 odd.
 //   - FP8 is bound by widening, not by memory. 32 e4m3 bytes become 32 f32 values in 6
 //     instructions: in a 16-bit lane, byte << 7 (sign carried to bit 15) is an f16 equal to the
 //     e4m3 value / 256, subnormals included, and VCVTPH2PS widens 16 at a time. The 256 and the
@@ -146,6 +150,25 @@ DEEPSEEK_TARGET_AVX512 inline void pack(const float* x, int64_t ldx, int64_t col
   }
 }
 
+// Packs N tokens of x as [steps][N][32] f32 for bf16 weights: in each 32-column step the 16 even
+// columns, then the 16 odd ones (the order in which dot_step widens a bf16 weight vector).
+DEEPSEEK_TARGET_AVX512 inline void pack_even_odd(const float* x, int64_t ldx, int64_t cols, int N, float* out) {
+  const int64_t steps = (cols + 31) / 32;
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  for (int t = 0; t < N; ++t) {
+    const float* xt = x + t * ldx;
+    for (int64_t s = 0; s < steps; ++s) {
+      const int64_t c0 = s * 32, m = std::min<int64_t>(32, cols - c0);
+      const __mmask16 m0 = __mmask16(m >= 16 ? 0xFFFF : (1u << m) - 1), m1 = __mmask16(m >= 32 ? 0xFFFF : m > 16 ? (1u << (m - 16)) - 1 : 0);
+      const __m512 a = _mm512_maskz_loadu_ps(m0, xt + c0), b = _mm512_maskz_loadu_ps(m1, xt + c0 + 16);
+      float* o = out + (s * N + t) * 32;
+      _mm512_storeu_ps(o, _mm512_permutex2var_ps(a, even, b));
+      _mm512_storeu_ps(o + 16, _mm512_permutex2var_ps(a, odd, b));
+    }
+  }
+}
+
 // 32 e4m3 bytes -> 32 f32 values / 256 (exact), as lo (bytes 0-15) and hi (16-31).
 DEEPSEEK_TARGET_AVX512 inline void widen_e4m3x32(__m256i bytes, __m512& lo, __m512& hi) {
   const __m512i b = _mm512_cvtepu8_epi16(bytes);
@@ -170,7 +193,22 @@ DEEPSEEK_TARGET_AVX512 inline void widen_row_bf16(const uint8_t* row, int64_t co
 // One 32-column step of dot_block: masked weight loads on the last, partial step (x is zero padded).
 template <class W, bool BF16, int R, int N, bool Tail>
 DEEPSEEK_TARGET_AVX512 inline void dot_step(const W* const* rows, const void* xpv, int64_t s, uint32_t m, __m512 (&acc)[R][N]) {
-  if constexpr (std::is_same_v<W, uint16_t>) {
+  if constexpr (std::is_same_v<W, uint16_t> && !BF16) {
+    const float* xp = static_cast<const float*>(xpv) + s * N * 32;  // even columns, then odd (pack_even_odd)
+    __m512 ev[R], od[R];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
+      const __m512i w = Tail ? _mm512_maskz_loadu_epi16(m, rows[i] + s * 32) : _mm512_loadu_si512(rows[i] + s * 32);
+      ev[i] = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+      od[i] = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(int(0xFFFF0000u))));
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < N; ++t) {
+      const __m512 x0 = _mm512_loadu_ps(xp + 32 * t), x1 = _mm512_loadu_ps(xp + 32 * t + 16);
+#pragma GCC unroll 8
+      for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ps(od[i], x1, _mm512_fmadd_ps(ev[i], x0, acc[i][t]));
+    }
+  } else if constexpr (std::is_same_v<W, uint16_t>) {
     const uint16_t* xp = static_cast<const uint16_t*>(xpv) + s * N * 32;
     __m512bh w[R];
 #pragma GCC unroll 8
@@ -217,12 +255,25 @@ DEEPSEEK_TARGET_AVX512 inline void dot_step(const W* const* rows, const void* xp
   }
 }
 
+// Software prefetch of the weight rows a multi-token kernel reads next, a few lines per 32-column
+// step. Each bf16 row of a 2048-wide matrix is one 4 KB page, and the hardware prefetcher stops at
+// page ends, so without this the first token group of every chunk waits on memory row by row
+// while later chunks' rows could already be on their way.
+struct Prefetch {
+  const char* p = nullptr;
+  int64_t lines = 0, per_step = 0;
+  DEEPSEEK_TARGET_AVX512 void step() {
+    for (int64_t k = 0; k < per_step && lines > 0; ++k, --lines, p += 64) _mm_prefetch(p, _MM_HINT_T1);
+  }
+};
+
 // out[i][t] = dot(row_i, x_t) over all columns for R rows and N packed tokens.
 //   W = bf16 weights, BF16 = true:   dp of bf16 pairs
 //   W = e4m3 weights, BF16 = true:   widen, round to bf16 (exact), dp
 //   W = e4m3 weights, BF16 = false:  widen, f32 FMA against the f32 packed input
 template <class W, bool BF16, int R, int N>
-DEEPSEEK_TARGET_AVX512 inline void dot_block(const W* const* rows, const void* xp, int64_t cols, float (*out)[N]) {
+DEEPSEEK_TARGET_AVX512 inline void dot_block(const W* const* rows, const void* xp, int64_t cols, float (*out)[N],
+                                             Prefetch* pf = nullptr) {
   __m512 acc[R][N];
   for (int i = 0; i < R; ++i)
     for (int t = 0; t < N; ++t) acc[i][t] = _mm512_setzero_ps();
@@ -239,6 +290,11 @@ DEEPSEEK_TARGET_AVX512 inline void dot_block(const W* const* rows, const void* x
       for (int64_t k = 0; k < per && l < lines; ++k, ++l) _mm_prefetch(next + l * 64, _MM_HINT_T0);
       dot_step<W, BF16, R, N, false>(rows, xp, s, 0, acc);
     }
+  } else if (pf && pf->lines > 0) {
+    for (int64_t s = 0; s < full; ++s) {
+      pf->step();
+      dot_step<W, BF16, R, N, false>(rows, xp, s, 0, acc);
+    }
   } else {
     for (int64_t s = 0; s < full; ++s) dot_step<W, BF16, R, N, false>(rows, xp, s, 0, acc);
   }
@@ -249,40 +305,40 @@ DEEPSEEK_TARGET_AVX512 inline void dot_block(const W* const* rows, const void* x
 // Rows [ra, rb) (absolute) for one packed group of N tokens; y row index r - r0.
 template <class W, bool BF16, int N>
 DEEPSEEK_TARGET_AVX512 inline void rows_block(const W* base, int64_t cols, int64_t ra, int64_t rb, int64_t r0, const void* xp,
-                                              float* y, int64_t ldy) {
+                                              float* y, int64_t ldy, Prefetch* pf) {
   // Enough rows that R x N independent accumulators hide the latency, few enough that the
   // accumulators, the R widened weight vectors (two each for f32) and the input fit 32 registers.
   // Decode (N = 1) streams from memory and wants few rows side by side (measured on the
   // V2-Lite-shaped benchmark: bf16 8 rows 21 GB/s, 2 rows 37 GB/s; FP8 8 rows 22 GB/s, 4 rows 25).
-  constexpr bool wide = std::is_same_v<W, uint8_t> && !BF16;
+  constexpr bool wide = !BF16;  // f32 products: two widened vectors per row
   constexpr int R = wide ? (N <= 1 ? 4 : N <= 2 ? 6 : N <= 4 ? 4 : 2) : (N <= 1 ? 2 : N <= 2 ? 8 : N <= 4 ? 6 : 4);
   int64_t r = ra;
   for (; r + R <= rb; r += R) {
     const W* rows[R];
     for (int i = 0; i < R; ++i) rows[i] = base + r * cols + i * cols;
     float out[R][N];
-    dot_block<W, BF16, R, N>(rows, xp, cols, out);
+    dot_block<W, BF16, R, N>(rows, xp, cols, out, pf);
     for (int i = 0; i < R; ++i)
       for (int t = 0; t < N; ++t) y[t * ldy + r + i - r0] = out[i][t];
   }
   for (; r < rb; ++r) {
     const W* rows[1] = {base + r * cols};
     float out[1][N];
-    dot_block<W, BF16, 1, N>(rows, xp, cols, out);
+    dot_block<W, BF16, 1, N>(rows, xp, cols, out, pf);
     for (int t = 0; t < N; ++t) y[t * ldy + r - r0] = out[0][t];
   }
 }
 
 template <class W, bool BF16>
 DEEPSEEK_TARGET_AVX512 inline void rows_block_n(const W* base, int64_t cols, int64_t ra, int64_t rb, int64_t r0, const void* xp,
-                                                int N, float* y, int64_t ldy) {
+                                                int N, float* y, int64_t ldy, Prefetch* pf = nullptr) {
   switch (N) {
-    case 1: rows_block<W, BF16, 1>(base, cols, ra, rb, r0, xp, y, ldy); break;
-    case 2: rows_block<W, BF16, 2>(base, cols, ra, rb, r0, xp, y, ldy); break;
-    case 3: rows_block<W, BF16, 3>(base, cols, ra, rb, r0, xp, y, ldy); break;
-    case 4: rows_block<W, BF16, 4>(base, cols, ra, rb, r0, xp, y, ldy); break;
-    case 5: rows_block<W, BF16, 5>(base, cols, ra, rb, r0, xp, y, ldy); break;
-    default: rows_block<W, BF16, 6>(base, cols, ra, rb, r0, xp, y, ldy); break;
+    case 1: rows_block<W, BF16, 1>(base, cols, ra, rb, r0, xp, y, ldy, pf); break;
+    case 2: rows_block<W, BF16, 2>(base, cols, ra, rb, r0, xp, y, ldy, pf); break;
+    case 3: rows_block<W, BF16, 3>(base, cols, ra, rb, r0, xp, y, ldy, pf); break;
+    case 4: rows_block<W, BF16, 4>(base, cols, ra, rb, r0, xp, y, ldy, pf); break;
+    case 5: rows_block<W, BF16, 5>(base, cols, ra, rb, r0, xp, y, ldy, pf); break;
+    default: rows_block<W, BF16, 6>(base, cols, ra, rb, r0, xp, y, ldy, pf); break;
   }
 }
 
@@ -307,21 +363,41 @@ inline void* aligned_scratch(size_t bytes, int which) {
 }  // namespace detail
 
 // y[t, r - r0] = W[r, :] . bf16(x[t, :]) for r in [r0, r1); W bf16, has_avx512bf16().
+// bf16 = false: f32 activations (has_avx512()), exact products.
 inline void linear_rows_bf16_avx512(const BlockQuantMatrix& W, int64_t r0, int64_t r1, const float* x, int64_t n, float* y,
-                                    int64_t ldx, int64_t ldy) {
+                                    int64_t ldx, int64_t ldy, bool bf16 = true) {
   const int64_t cols = W.cols(), rows = r1 - r0, steps = (cols + 31) / 32;
   const detail::Groups G(n);
-  uint16_t* packed = static_cast<uint16_t*>(detail::aligned_scratch(size_t(n * steps * 32 * 2), 0));
-  for (int64_t g = 0; g < G.count; ++g)  // group g starts at packed + begin(g) * steps * 32
-    detail::pack<true>(x + G.begin(g) * ldx, ldx, cols, G.N(g), nullptr, 0, packed + G.begin(g) * steps * 32);
+  void* packed = detail::aligned_scratch(size_t(n * steps * 32 * (bf16 ? 2 : 4)), 0);
+  for (int64_t g = 0; g < G.count; ++g) {  // group g starts begin(g) * steps * 32 values in
+    const int64_t off = G.begin(g) * steps * 32;
+    if (bf16) detail::pack<true>(x + G.begin(g) * ldx, ldx, cols, G.N(g), nullptr, 0, static_cast<uint16_t*>(packed) + off);
+    else detail::pack_even_odd(x + G.begin(g) * ldx, ldx, cols, G.N(g), static_cast<float*>(packed) + off);
+  }
   const uint16_t* base = W.weight.data_as<const uint16_t>();
   // Chunks of 32 rows; within a chunk every token group sweeps the chunk's rows, which stay in L2.
+  // With several tokens the next chunk's rows are prefetched into L2 while this chunk computes
+  // (decode prefetches inside dot_block).
   parallel_for((rows + 31) / 32, [&](int64_t b, int64_t e) {
     for (int64_t ch = b; ch < e; ++ch) {
       const int64_t ra = r0 + ch * 32, rb = std::min(r1, ra + 32);
-      for (int64_t g = 0; g < G.count; ++g)
-        detail::rows_block_n<uint16_t, true>(base, cols, ra, rb, r0, packed + G.begin(g) * steps * 32, G.N(g),
-                                             y + G.begin(g) * ldy, ldy);
+      detail::Prefetch pf;
+      if (n > 1 && ch + 1 < e) {
+        const int64_t next_rows = std::min(r1, rb + 32) - rb;
+        pf.p = reinterpret_cast<const char*>(base + rb * cols);
+        pf.lines = (next_rows * cols * 2 + 63) / 64;
+        const int64_t total_steps = std::max<int64_t>(1, G.count * (rb - ra) / 4 * (cols / 32));
+        pf.per_step = (pf.lines + total_steps - 1) / total_steps;
+      }
+      for (int64_t g = 0; g < G.count; ++g) {
+        const int64_t off = G.begin(g) * steps * 32;
+        if (bf16)
+          detail::rows_block_n<uint16_t, true>(base, cols, ra, rb, r0, static_cast<const uint16_t*>(packed) + off, G.N(g),
+                                               y + G.begin(g) * ldy, ldy, &pf);
+        else
+          detail::rows_block_n<uint16_t, false>(base, cols, ra, rb, r0, static_cast<const float*>(packed) + off, G.N(g),
+                                                y + G.begin(g) * ldy, ldy, &pf);
+      }
     }
   });
 }
