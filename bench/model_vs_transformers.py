@@ -55,6 +55,7 @@ def theirs(model, ids, new, threads, repeats, attn):
             out = m(x, use_cache=True, logits_to_keep=1)
             prefill = min(prefill, time.time() - t0)
         past = out.past_key_values
+        last = out.logits[0, -1].float().numpy()
         nxt = out.logits[:, -1].argmax(-1, keepdim=True)
         gen = [int(nxt)]
         t0 = time.time()
@@ -64,7 +65,17 @@ def theirs(model, ids, new, threads, repeats, attn):
             nxt = out.logits[:, -1].argmax(-1, keepdim=True)
             gen.append(int(nxt))
         decode = time.time() - t0
-    return {"load_s": load, "prefill_tokens_per_s": len(ids) / prefill, "decode_tokens_per_s": (new - 1) / decode}, gen
+    return {"load_s": load, "prefill_tokens_per_s": len(ids) / prefill, "decode_tokens_per_s": (new - 1) / decode}, gen, last
+
+
+def our_last_logits(cli, model, ids, threads, activations):
+    """Our logits of the prompt's last position (deepseek-cli logits), as float32."""
+    import numpy as np, tempfile
+    with tempfile.TemporaryDirectory() as td:
+        out = os.path.join(td, "l.npy")
+        subprocess.run([cli, "logits", "--model", model, "--ids", ",".join(map(str, ids)), "--out", out,
+                        "--threads", str(threads), "--activations", activations], check=True, capture_output=True)
+        return np.load(out)[-1]
 
 
 def main():
@@ -93,9 +104,18 @@ def main():
     if not a.skip_transformers:
         path = os.path.join(a.dir, "v2-lite-bf16")
         warm(path)
-        t, gen = theirs(path, ids, a.new, a.threads, a.repeats, a.attn)
+        t, gen, last = theirs(path, ids, a.new, a.threads, a.repeats, a.attn)
         rows["transformers bf16"] = t
         print(f"transformers v2-lite-bf16: prefill {t['prefill_tokens_per_s']:.2f} tok/s, decode {t['decode_tokens_per_s']:.2f} tok/s (load {t['load_s']:.0f} s)")
+        # Greedy agreement on random weights is fragile in bf16: transformers' own eager and sdpa
+        # attention agree on 4 of 16 tokens here (near-ties: top-2 logits 0.2% apart). The
+        # prefill's last logits are the steadier comparison.
+        for act in ("f32", "bf16"):
+            import numpy as np
+            ours_last = our_last_logits(cli, path, ids, a.threads, act)
+            rel = float(np.abs(ours_last - last).max() / np.abs(last).max())
+            print(f"last-position logits, deepseek.hpp {act} activations vs transformers bf16: max |diff| / max |logit| = {rel:.2e}, "
+                  f"argmax {'equal' if int(ours_last.argmax()) == int(last.argmax()) else 'different'}")
         for k in rows:
             if k.startswith("deepseek.hpp"):
                 same = sum(int(x == y) for x, y in zip(tokens[k], gen))

@@ -301,8 +301,9 @@ inline void linear_rows(const BlockQuantMatrix& W, int64_t r0, int64_t r1, const
     linear_rows_bf16_avx512(W, r0, r1, x, n, y, ldx, ldy, false);
     return;
   }
-  // FP8 with f32 activations: beyond kSmallMaxTokens Eigen's GEMM on dequantized tiles is faster.
-  if (fp8 && W.block_cols % 32 == 0 && has_avx512() && (bf16_act ? has_avx512bf16() : n <= kSmallMaxTokens)) {
+  // FP8, any n: several token groups share one widening into a bf16 tile (with f32 activations
+  // too; 24-layer V2-Lite-shaped prefill 28.7 -> 30.3 tok/s against Eigen on dequantized tiles).
+  if (fp8 && W.block_cols % 32 == 0 && has_avx512() && (!bf16_act || has_avx512bf16())) {
     linear_rows_e4m3_avx512(W, r0, r1, x, n, y, ldx, ldy, bf16_act);
     return;
   }

@@ -152,7 +152,9 @@ DEEPSEEK_TARGET_AVX512 inline void pack(const float* x, int64_t ldx, int64_t col
 
 // Packs N tokens of x as [steps][N][32] f32 for bf16 weights: in each 32-column step the 16 even
 // columns, then the 16 odd ones (the order in which dot_step widens a bf16 weight vector).
-DEEPSEEK_TARGET_AVX512 inline void pack_even_odd(const float* x, int64_t ldx, int64_t cols, int N, float* out) {
+// With f: each value times its column's factor f[c / bc], as pack().
+DEEPSEEK_TARGET_AVX512 inline void pack_even_odd(const float* x, int64_t ldx, int64_t cols, int N, float* out,
+                                                 const float* f = nullptr, int64_t bc = 0) {
   const int64_t steps = (cols + 31) / 32;
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
@@ -161,7 +163,12 @@ DEEPSEEK_TARGET_AVX512 inline void pack_even_odd(const float* x, int64_t ldx, in
     for (int64_t s = 0; s < steps; ++s) {
       const int64_t c0 = s * 32, m = std::min<int64_t>(32, cols - c0);
       const __mmask16 m0 = __mmask16(m >= 16 ? 0xFFFF : (1u << m) - 1), m1 = __mmask16(m >= 32 ? 0xFFFF : m > 16 ? (1u << (m - 16)) - 1 : 0);
-      const __m512 a = _mm512_maskz_loadu_ps(m0, xt + c0), b = _mm512_maskz_loadu_ps(m1, xt + c0 + 16);
+      __m512 a = _mm512_maskz_loadu_ps(m0, xt + c0), b = _mm512_maskz_loadu_ps(m1, xt + c0 + 16);
+      if (f) {  // 32 columns never straddle a scale block
+        const __m512 fv = _mm512_set1_ps(f[c0 / bc]);
+        a = _mm512_mul_ps(a, fv);
+        b = _mm512_mul_ps(b, fv);
+      }
       float* o = out + (s * N + t) * 32;
       _mm512_storeu_ps(o, _mm512_permutex2var_ps(a, even, b));
       _mm512_storeu_ps(o + 16, _mm512_permutex2var_ps(a, odd, b));
@@ -429,21 +436,29 @@ inline void linear_rows_e4m3_avx512(const BlockQuantMatrix& W, int64_t r0, int64
         for (int64_t g = 0; g < G.count; ++g) {
           const int64_t off = G.begin(g) * steps * 32;
           if (bf16) detail::pack<true>(x + G.begin(g) * ldx, ldx, cols, G.N(g), f, W.block_cols, static_cast<uint16_t*>(packed) + off);
+          else if (G.count > 1)  // for the bf16 tile below
+            detail::pack_even_odd(x + G.begin(g) * ldx, ldx, cols, G.N(g), static_cast<float*>(packed) + off, f, W.block_cols);
           else detail::pack<false>(x + G.begin(g) * ldx, ldx, cols, G.N(g), f, W.block_cols, static_cast<float*>(packed) + off);
         }
         packed_block = blk;
       }
-      if (bf16 && G.count > 1) {
-        // Several token groups: widen 32 rows at a time to a bf16 tile (exact, in L2) once, and
-        // let every group run the bf16 kernel over it, instead of widening once per group.
+      if (G.count > 1) {
+        // Several token groups: widen 32 rows at a time to a bf16 tile (exact: e4m3 / 256 fits
+        // bf16; in L2) once, and let every group run a bf16-weight kernel over it (bf16 or f32
+        // activations), instead of widening once per group.
         uint16_t* tile = static_cast<uint16_t*>(detail::aligned_scratch(size_t(32 * steps * 32 * 2), 3));
         for (int64_t sa = ra; sa < rb; sa += 32) {
           const int64_t len = std::min<int64_t>(32, rb - sa);
           for (int64_t i = 0; i < len; ++i) detail::widen_row_bf16(base + (sa + i) * cols, cols, tile + i * steps * 32);
-          for (int64_t g = 0; g < G.count; ++g)  // the tile's row i is row sa + i: y index i - (r0 - sa)
-            detail::rows_block_n<uint16_t, true>(tile, steps * 32, 0, len, r0 - sa,
-                                                 static_cast<const uint16_t*>(packed) + G.begin(g) * steps * 32, G.N(g),
-                                                 y + G.begin(g) * ldy, ldy);
+          for (int64_t g = 0; g < G.count; ++g) {  // the tile's row i is row sa + i: y index i - (r0 - sa)
+            const int64_t off = G.begin(g) * steps * 32;
+            if (bf16)
+              detail::rows_block_n<uint16_t, true>(tile, steps * 32, 0, len, r0 - sa, static_cast<const uint16_t*>(packed) + off,
+                                                   G.N(g), y + G.begin(g) * ldy, ldy);
+            else
+              detail::rows_block_n<uint16_t, false>(tile, steps * 32, 0, len, r0 - sa, static_cast<const float*>(packed) + off,
+                                                    G.N(g), y + G.begin(g) * ldy, ldy);
+          }
         }
         continue;
       }
