@@ -2,6 +2,9 @@
 // weights, reported as achieved weight bandwidth (GB/s) and GFLOP/s. First argument: 0 f32, 1 bf16,
 // 2 FP8 (f32 activations), 3 bf16 weights with bf16 activations, 4 FP8 with bf16 activations
 // (the AVX-512 kernels where the CPU has them; the label says which ran).
+// BM_PeakFlops: the core's multiply ceiling, the yardstick for prefill (compute bound): 12
+// independent accumulator chains of f32 FMA (0) or VDPBF16PS (1) on 512-bit registers, per
+// thread; run with --benchmark_filter=PeakFlops, the threads/2 line is both cores.
 #include <deepseek/backend/cpu/linear.hpp>
 
 #include <benchmark/benchmark.h>
@@ -52,8 +55,10 @@ void BM_Linear(benchmark::State& state) {
   const double bytes = double(m.w.nbytes()) + (m.s.empty() ? 0.0 : double(m.s.nbytes()));
   state.counters["weight_GB/s"] = benchmark::Counter(bytes * double(state.iterations()), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * double(rows * cols * n) * double(state.iterations()), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
-  const bool avx512 = dt == DType::f8_e4m3 ? (kind == 4 ? backend::cpu::has_avx512bf16() : backend::cpu::has_avx512() && n <= 32)
-                                          : kind == 3 && backend::cpu::has_avx512bf16();
+  // Which kernel linear_rows picks (linear.hpp).
+  const bool avx512 = dt == DType::f8_e4m3 ? (kind == 4 ? backend::cpu::has_avx512bf16() : backend::cpu::has_avx512())
+                      : dt == DType::bf16  ? (kind == 3 ? backend::cpu::has_avx512bf16() : backend::cpu::has_avx512() && n >= 2)
+                                           : false;
   state.SetLabel(std::string(dtype_name(dt)) + (kind >= 3 ? " x bf16" : " x f32") + (avx512 ? " (avx512)" : " (avx2)"));
 }
 
@@ -61,6 +66,46 @@ void BM_Linear(benchmark::State& state) {
 
 // V2-Lite / V3 shapes: expert 1408x2048, dense 10944x2048, V3 expert 2048x7168; n = 1 (decode),
 // 12 (tokens per expert in a 128-token prefill), 128 (dense prefill).
+#if DEEPSEEK_CPU_AVX512_KERNELS
+DEEPSEEK_TARGET_AVX512 float peak_chains(int kind, int64_t iters) {
+  __m512 acc[12];
+  for (auto& a : acc) a = _mm512_setzero_ps();
+  __m512 a = _mm512_set1_ps(1.0001f), b = _mm512_set1_ps(0.9999f);
+  for (int64_t k = 0; k < iters; ++k) {
+    if (kind == 0) {
+#pragma GCC unroll 12
+      for (int i = 0; i < 12; ++i) acc[i] = _mm512_fmadd_ps(a, b, acc[i]);
+    } else {
+#pragma GCC unroll 12
+      for (int i = 0; i < 12; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)_mm512_castps_si512(a), (__m512bh)_mm512_castps_si512(b));
+    }
+    asm volatile("" : "+v"(a));  // keeps the loop from being folded
+  }
+  alignas(64) float lanes[16];
+  float s = 0;
+  for (auto& x : acc) {
+    _mm512_store_ps(lanes, x);
+    for (float v : lanes) s += v;
+  }
+  return s;
+}
+
+void BM_PeakFlops(benchmark::State& state) {
+  const int kind = int(state.range(0));
+  if (kind == 0 ? !backend::cpu::has_avx512() : !backend::cpu::has_avx512bf16()) {
+    state.SkipWithError("the CPU lacks the instructions");
+    return;
+  }
+  const int64_t iters = 1 << 20;
+  for (auto _ : state) benchmark::DoNotOptimize(peak_chains(kind, iters));
+  // flops per instruction: 16 lanes x 2 (FMA) or 16 lanes x 2 pairs x 2 (VDPBF16PS)
+  state.counters["GFLOP/s"] = benchmark::Counter(double(state.iterations()) * double(iters) * 12 * (kind == 0 ? 32 : 64),
+                                                 benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);  // summed over threads
+  state.SetLabel(kind == 0 ? "f32 FMA" : "bf16 VDPBF16PS");
+}
+BENCHMARK(BM_PeakFlops)->Arg(0)->Arg(1)->Threads(1)->Threads(2)->UseRealTime();
+#endif
+
 BENCHMARK(BM_Linear)
     ->ArgsProduct({{1, 2, 3, 4}, {1408}, {2048}, {1, 4, 12, 128}})
     ->ArgsProduct({{1, 2, 3, 4}, {2048}, {7168}, {1}})

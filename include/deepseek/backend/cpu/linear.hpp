@@ -296,7 +296,8 @@ inline void linear_rows(const BlockQuantMatrix& W, int64_t r0, int64_t r1, const
   }
   // bf16 weights, exact f32 activations, 2 tokens or more, also above Eigen's range (on the
   // V2-Lite shapes: MoE prefill 1.91 -> 1.36 s, the dense 10944-wide MLP at 128 tokens 0.130 ->
-  // 0.114 s). Decode stays on the AVX2 kernel, which streams faster here (12.7 vs 9.9 tok/s).
+  // 0.114 s). Decode stays on the AVX2 kernel: this one streams slower with 4 rows side by side
+  // (9.9 vs 12.7 tok/s) and no faster with 1 (both 81% of the triad).
   if (W.dtype() == DType::bf16 && !bf16_act && n >= 2 && has_avx512()) {
     linear_rows_bf16_avx512(W, r0, r1, x, n, y, ldx, ldy, false);
     return;
