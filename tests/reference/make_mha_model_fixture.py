@@ -14,6 +14,7 @@ Writes tests/fixtures/models/v2_mha_ocr_decoder/ in the same layout as make_mode
   model.safetensors       bf16, released per-expert names (model.layers.N.mlp.experts.E.gate_proj.weight ...)
   reference.safetensors   input_ids, logits, greedy_ids, hidden_after_layer0, final_hidden,
                           topk_idx_layerN / topk_weight_layerN for each MoE layer
+  cli_greedy.txt          the prompt (comma-separated) and greedy_ids (space-separated)
 
 The reference runs float32 math on the stored (bf16) values. There is no released loader to reload
 the files with, so the script checks its own round trip: the stored tensors, read back from disk and
@@ -179,6 +180,8 @@ def main():
     from safetensors.torch import save_file
     save_file({k: v.contiguous() for k, v in ref.items()}, os.path.join(vdir, "reference.safetensors"),
               metadata={"format": "pt"})
+    with open(os.path.join(vdir, "cli_greedy.txt"), "w") as f:  # for the `deepseek-cli generate` test
+        f.write(",".join(str(int(i)) for i in ids) + "\n" + " ".join(str(int(i)) for i in gen) + "\n")
 
     # Round trip: the files as written, re-fused, reproduce the reference bit for bit.
     m2 = CausalLM(config).to(torch.float32).eval()

@@ -14,7 +14,8 @@
 //       scaling), else g *= routed_scaling_factor
 // Ties in top-k go to the lower index (torch leaves them unspecified).
 // Tokens are grouped per expert so each expert runs one GEMM over its tokens; experts with no
-// tokens cost nothing.
+// tokens cost nothing. From kExpertParallelTokens tokens on, whole experts run one per thread;
+// each token sums its experts in ascending order either way, so results do not depend on threads.
 #pragma once
 
 #include "deepseek/backend/cpu/backend.hpp"
