@@ -10,6 +10,8 @@
 
 #include <cmath>
 #include <map>
+#include <numeric>
+#include <random>
 #include <vector>
 
 using namespace deepseek;
@@ -99,6 +101,50 @@ TEST_CASE("sampler: greedy, top-k, top-p, temperature, seed", "[sampler]") {
   for (int id = 0; id < 5; ++id) REQUIRE(double(counts[id]) / N == Approx(p[size_t(id)]).margin(0.015));
   o.temperature = 0.0f;
   REQUIRE_THROWS_AS(generate::Sampler(o), Error);
+}
+
+TEST_CASE("sampler: top-p over a large vocabulary keeps the same nucleus as a full sort", "[sampler]") {
+  // The sampler sorts only a growing prefix; the reference here sorts everything (transformers'
+  // TopPLogitsWarper: smallest set of most likely ids whose probability reaches top_p).
+  std::mt19937 rng(7);
+  for (float spread : {0.05f, 1.0f, 8.0f})  // nearly flat (nucleus of thousands) to peaked (a few ids)
+    for (float top_p : {0.3f, 0.9f, 0.999f})
+      for (float temperature : {0.7f, 1.3f}) {
+        INFO("spread " << spread << " top_p " << top_p << " temperature " << temperature);
+        const int64_t n = 20000;
+        std::normal_distribution<float> nd(0.0f, spread);
+        std::vector<float> logits(static_cast<size_t>(n));
+        for (auto& l : logits) l = nd(rng);
+        logits[123] = logits[456];  // a tie: the lower id comes first
+        generate::SamplingOptions o;
+        o.greedy = false;
+        o.top_p = top_p;
+        o.temperature = temperature;
+        std::vector<float> p;
+        generate::Sampler(o).distribution(logits.data(), n, p);
+
+        std::vector<int32_t> order(static_cast<size_t>(n));
+        std::iota(order.begin(), order.end(), 0);
+        std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+          return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b);
+        });
+        std::vector<double> e(static_cast<size_t>(n));
+        double z = 0;
+        for (int64_t i = 0; i < n; ++i)
+          z += (e[size_t(i)] = std::exp(double(logits[size_t(order[size_t(i)])] - logits[size_t(order[0])]) / temperature));
+        int64_t cut = n;
+        double cum = 0;
+        for (int64_t i = 0; i < n; ++i)
+          if ((cum += e[size_t(i)] / z) >= top_p) {
+            cut = i + 1;
+            break;
+          }
+        const double kept = std::accumulate(e.begin(), e.begin() + cut, 0.0);
+        int64_t support = 0;
+        for (float v : p) support += v > 0;
+        REQUIRE(support == cut);
+        for (int64_t i = 0; i < cut; ++i) REQUIRE(p[size_t(order[size_t(i)])] == Approx(e[size_t(i)] / kept).epsilon(1e-5));
+      }
 }
 
 #include <deepseek/nn/attention.hpp>

@@ -56,21 +56,23 @@ class Sampler {
     int64_t keep = n;
     if (o_.top_k > 0 && o_.top_k < n) keep = o_.top_k;
     auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+    const float inv_t = 1.0f / o_.temperature;
+    double total = 0;  // top-p without top-k: the softmax denominator over all n ids
     // Only top-k and top-p need the order; plain temperature sampling needs just the maximum.
     if (keep < n) {
       std::nth_element(order.begin(), order.begin() + keep, order.end(), by_logit);
       std::sort(order.begin(), order.begin() + keep, by_logit);
     } else if (o_.top_p < 1.0f) {
-      std::sort(order.begin(), order.end(), by_logit);
+      keep = top_p_prefix(logits, n, inv_t, order, by_logit, total);
     } else {
       std::swap(order[0], order[size_t(argmax(logits, n))]);
     }
-    const float inv_t = 1.0f / o_.temperature;
     const double mx = double(logits[order[0]]) * inv_t;
     double sum = 0;
     std::vector<double> e(static_cast<size_t>(keep));
     for (int64_t i = 0; i < keep; ++i) sum += (e[size_t(i)] = std::exp(double(logits[order[size_t(i)]]) * inv_t - mx));
     if (o_.top_p < 1.0f) {
+      if (total > 0) sum = total;  // `keep` is only the prefix top_p_prefix sorted
       double cum = 0;
       int64_t cut = keep;
       for (int64_t i = 0; i < keep; ++i) {
@@ -107,6 +109,25 @@ class Sampler {
   double uniform() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
 
  private:
+  // Top-p without top-k: sorts only a prefix of `order` long enough to hold the nucleus, found by
+  // doubling (x4) a partial selection from 64 ids. A full sort of the vocabulary costs 0.6 ms a
+  // token at 8K ids and ~10 ms at V3's 129K, several times the demo model's forward. Returns the
+  // prefix length; `total` gets the softmax denominator over all n ids.
+  template <class Less>
+  int64_t top_p_prefix(const float* logits, int64_t n, float inv_t, std::vector<int32_t>& order, Less by_logit,
+                       double& total) const {
+    const double mx = double(*std::max_element(logits, logits + n)) * inv_t;
+    total = 0;
+    for (int64_t i = 0; i < n; ++i) total += std::exp(double(logits[i]) * inv_t - mx);
+    for (int64_t k = std::min<int64_t>(n, 64);; k = std::min<int64_t>(n, 4 * k)) {
+      if (k < n) std::nth_element(order.begin(), order.begin() + k, order.end(), by_logit);
+      std::sort(order.begin(), order.begin() + k, by_logit);
+      double cum = 0;
+      for (int64_t i = 0; i < k; ++i) cum += std::exp(double(logits[order[size_t(i)]]) * inv_t - mx) / total;
+      if (cum >= o_.top_p || k == n) return k;
+    }
+  }
+
   SamplingOptions o_;
   std::mt19937_64 rng_;
   std::vector<float> scratch_;
