@@ -276,6 +276,7 @@ struct Prefetch {
 
 // out[i][t] = dot(row_i, x_t) over all columns for R rows and N packed tokens.
 //   W = bf16 weights, BF16 = true:   dp of bf16 pairs
+//   W = bf16 weights, BF16 = false:  shift / mask to f32, FMA against the even/odd packed f32 input
 //   W = e4m3 weights, BF16 = true:   widen, round to bf16 (exact), dp
 //   W = e4m3 weights, BF16 = false:  widen, f32 FMA against the f32 packed input
 template <class W, bool BF16, int R, int N>
