@@ -223,9 +223,10 @@ TEST_CASE("use_mla false with what plain attention does not have gives errors", 
   std::filesystem::remove_all(heads);
 }
 
-TEST_CASE("prefill gives the same logits for any thread count (experts run one per thread)", "[model][parallel]") {
-  // 48 tokens: well above Moe::kExpertParallelTokens, so with several threads whole experts run on
-  // separate threads; each token still sums its experts in ascending order, so the bits agree.
+TEST_CASE("prefill and decode give the same logits for any thread count (experts run one per thread)", "[model][parallel]") {
+  // With several threads whole experts run on separate threads (a 48-token prefill activates all
+  // experts; a decode step top-k of them); each token still sums its experts in ascending order,
+  // so the bits agree.
   for (const char* variant : {"v3_yarn_qlora_bf16", "v2_softmax_group_limited", "v3_fp8"}) {
     INFO("variant " << variant);
     models::DeepSeekV3<cpu> model(io::Checkpoint::open(kModels + variant));
@@ -234,18 +235,21 @@ TEST_CASE("prefill gives the same logits for any thread count (experts run one p
     while (ids.size() < 48) ids.insert(ids.end(), ref.ids.begin(), ref.ids.end());
     ids.resize(48);
     const int64_t T = int64_t(ids.size()), V = model.config().vocab_size;
-    REQUIRE(T >= 3 * nn::Moe<cpu>::kExpertParallelTokens);
     const int before = num_threads();
-    std::vector<std::vector<float>> runs;
+    std::vector<std::vector<float>> runs, steps;
     for (int threads : {1, 2, 3}) {
       set_num_threads(threads);
       auto cache = model.make_cache({64});
       runs.emplace_back(size_t(T * V));
       model.forward(ids.data(), T, cache, runs.back().data(), true);
+      steps.emplace_back(size_t(V));
+      model.forward(ids.data() + 5, 1, cache, steps.back().data());  // one decode step after the prompt
     }
     set_num_threads(before);
     REQUIRE(runs[1] == runs[0]);
     REQUIRE(runs[2] == runs[0]);
+    REQUIRE(steps[1] == steps[0]);
+    REQUIRE(steps[2] == steps[0]);
     // And the first rows are the reference's: the longer prompt starts with it.
     const int64_t n = int64_t(ref.ids.size());
     for (int64_t t = 0; t < n; ++t) REQUIRE(rel_diff(runs[0].data() + t * V, ref.logits.data_as<float>() + t * V, V) < 1e-4);

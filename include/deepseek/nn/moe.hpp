@@ -14,8 +14,9 @@
 //       scaling), else g *= routed_scaling_factor
 // Ties in top-k go to the lower index (torch leaves them unspecified).
 // Tokens are grouped per expert so each expert runs one GEMM over its tokens; experts with no
-// tokens cost nothing. From kExpertParallelTokens tokens on, whole experts run one per thread;
-// each token sums its experts in ascending order either way, so results do not depend on threads.
+// tokens cost nothing. With at least two active experts per thread, whole experts run one per
+// thread; each token sums its experts in ascending order either way, so results do not depend on
+// the thread count.
 #pragma once
 
 #include "deepseek/backend/cpu/backend.hpp"
@@ -187,11 +188,12 @@ class Moe {
     for (int e = 0; e < E; ++e)
       if (!tokens[size_t(e)].empty()) active.push_back(e);
     const int threads = num_threads();
-    if (threads > 1 && n >= kExpertParallelTokens && int(active.size()) >= 2 * threads) {
-      // Many tokens: each thread runs whole experts, one at a time, largest first, taken from a
-      // shared counter. Every expert's GEMM streams its weights once on one core; splitting each
-      // small GEMM over the threads instead costs a fork and join per matrix (3 per expert) and
-      // leaves cores idle at every join.
+    if (threads > 1 && int(active.size()) >= 2 * threads) {
+      // Each thread runs whole experts, one at a time, largest first, taken from a shared
+      // counter. Every expert's GEMM streams its weights once on one core; splitting each small
+      // GEMM over the threads instead costs a fork and join per matrix (3 per expert) and leaves
+      // cores idle at every join. Measured on the V2-Lite-shaped models: 128-token prefill MoE
+      // 0.83 -> 0.70 s; decode bf16 +5-7%, FP8 +4-9%; the demo model +12%.
       std::stable_sort(active.begin(), active.end(),
                        [&](int a, int b) { return tokens[size_t(a)].size() > tokens[size_t(b)].size(); });
       std::atomic<size_t> next{0};
@@ -213,9 +215,6 @@ class Moe {
       }
     });
   }
-
-  // From this many tokens on, forward() runs whole experts per thread (see there).
-  static constexpr int64_t kExpertParallelTokens = 16;
 
  private:
   MoeConfig c_;
