@@ -27,14 +27,15 @@ import json
 import os
 import shutil
 import sys
+from types import SimpleNamespace
 
 import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_model_fixtures import (  # noqa: E402  (sets one thread and deterministic algorithms)
-    HERE, N_GEN, effective_f32, from_released, load_all, make_stored, randomize, router_gaps, save_checkpoint,
-    to_released)
+    HERE, N_GEN, effective_f32, forward_with_capture, from_released, greedy_cached, greedy_recompute, load_all,
+    make_stored, moe_layers, randomize, router_gaps, save_checkpoint, to_released)
 from transformers.models.deepseek_ocr2.configuration_deepseek_ocr2 import DeepseekOcr2TextConfig  # noqa: E402
 from transformers.models.deepseek_ocr2.modeling_deepseek_ocr2 import DeepseekOcr2TextModel  # noqa: E402
 
@@ -50,7 +51,8 @@ CFG = dict(vocab_size=320, hidden_size=128, intermediate_size=192, moe_intermedi
 
 
 class CausalLM(nn.Module):
-    """DeepseekOcr2TextModel + lm_head, named as the released checkpoints (model.*, lm_head.weight)."""
+    """DeepseekOcr2TextModel + lm_head, named as the released checkpoints (model.*, lm_head.weight);
+    called like a transformers causal LM, so make_model_fixtures' capture and greedy helpers run it."""
 
     def __init__(self, config):
         super().__init__()
@@ -60,7 +62,7 @@ class CausalLM(nn.Module):
 
     def forward(self, ids, cache=None, use_cache=False):
         out = self.model(input_ids=ids, cache=cache, use_cache=use_cache)
-        return self.lm_head(out.last_hidden_state), out.past_key_values
+        return SimpleNamespace(logits=self.lm_head(out.last_hidden_state), past_key_values=out.past_key_values)
 
 
 def text_config():
@@ -94,50 +96,6 @@ def released_config():
     return dict(sorted(out.items()))
 
 
-def moe_layers(model):
-    return [i for i, l in enumerate(model.model.layers) if hasattr(l.mlp, "gate")]
-
-
-@torch.no_grad()
-def forward_with_capture(model, ids):
-    caps, hooks = {}, []
-    for i in moe_layers(model):
-        def gate_hook(mod, inp, out, i=i):
-            caps[f"gate_in_{i}"] = inp[0].detach().clone()
-            caps[f"topk_w_{i}"] = out[1].detach().clone()
-            caps[f"topk_i_{i}"] = out[2].detach().clone()
-        hooks.append(model.model.layers[i].mlp.gate.register_forward_hook(gate_hook))
-    hooks.append(model.model.layers[0].register_forward_hook(
-        lambda mod, inp, out: caps.__setitem__("layer0", (out[0] if isinstance(out, tuple) else out).clone())))
-    hooks.append(model.model.norm.register_forward_hook(lambda mod, inp, out: caps.__setitem__("final", out.clone())))
-    logits, _ = model(ids[None])
-    for h in hooks:
-        h.remove()
-    return logits[0].clone(), caps
-
-
-@torch.no_grad()
-def greedy(model, ids, n, cached):
-    out, margins = [], []
-    if cached:
-        lg, past = model(ids[None], use_cache=True)
-        for _ in range(n):
-            top2 = torch.topk(lg[0, -1], 2).values
-            margins.append(float(top2[0] - top2[1]))
-            nxt = lg[0, -1].argmax().view(1, 1)
-            out.append(int(nxt))
-            lg, past = model(nxt, cache=past, use_cache=True)
-    else:
-        seq = ids.clone()
-        for _ in range(n):
-            lg = model(seq[None])[0][0, -1]
-            top2 = torch.topk(lg, 2).values
-            margins.append(float(top2[0] - top2[1]))
-            seq = torch.cat([seq, lg.argmax().view(1)])
-            out.append(int(seq[-1]))
-    return torch.tensor(out, dtype=torch.int64), min(margins)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(HERE, "..", "fixtures", "models"))
@@ -166,8 +124,8 @@ def main():
     g = torch.Generator().manual_seed(SEED + 1)
     ids = torch.randint(2, CFG["vocab_size"], (T,), generator=g, dtype=torch.int64)
     logits, caps = forward_with_capture(model, ids)
-    gen, margin = greedy(model, ids, N_GEN, cached=False)
-    gen_c, _ = greedy(model, ids, N_GEN, cached=True)
+    gen, margin = greedy_recompute(model, ids, N_GEN)
+    gen_c = greedy_cached(model, ids, N_GEN)
     assert torch.equal(gen, gen_c), (gen, gen_c)
 
     ref = {"input_ids": ids, "logits": logits.float(), "greedy_ids": gen,

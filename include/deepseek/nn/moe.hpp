@@ -153,19 +153,19 @@ class Moe {
     std::vector<int> idx(size_t(n * K));
     std::vector<float> wt(size_t(n * K));
     route(x, n, idx.data(), wt.data());
-    // Tokens per expert, in token order; slot[e][i]: where token i of expert e goes among its
-    // token's K outputs, which are kept in ascending expert order.
-    std::vector<std::vector<int64_t>> tokens(static_cast<size_t>(E)), slot(static_cast<size_t>(E));
-    std::vector<int> used(size_t(n), 0);
+    // Tokens per expert with their gate weights, in token order; slot[e][i]: where token i of
+    // expert e goes among its token's K outputs, which are kept in ascending expert order.
+    std::vector<std::vector<std::pair<int64_t, float>>> tokens(static_cast<size_t>(E));
     for (int64_t t = 0; t < n; ++t)
-      for (int k = 0; k < K; ++k) tokens[size_t(idx[size_t(t * K + k)])].push_back(t);
+      for (int k = 0; k < K; ++k) tokens[size_t(idx[size_t(t * K + k)])].push_back({t, wt[size_t(t * K + k)]});
+    std::vector<std::vector<int>> slot(static_cast<size_t>(E));
+    std::vector<int> used(size_t(n), 0);
     std::vector<float> weight_of(size_t(n * K));
     for (int e = 0; e < E; ++e)
-      for (int64_t t : tokens[size_t(e)]) {
+      for (const auto& [t, w] : tokens[size_t(e)]) {
         const int k = used[size_t(t)]++;
         slot[size_t(e)].push_back(k);
-        for (int j = 0; j < K; ++j)
-          if (idx[size_t(t * K + j)] == e) weight_of[size_t(t * K + k)] = wt[size_t(t * K + j)];
+        weight_of[size_t(t * K + k)] = w;
       }
     if (shared_) {
       shared_->forward(x, n, y);
@@ -179,10 +179,11 @@ class Moe {
       static thread_local std::vector<float> xin, xout;
       xin.resize(size_t(m * d));
       xout.resize(size_t(m * d));
-      for (int64_t i = 0; i < m; ++i) std::copy(x + toks[size_t(i)] * d, x + (toks[size_t(i)] + 1) * d, xin.data() + i * d);
+      for (int64_t i = 0; i < m; ++i) std::copy(x + toks[size_t(i)].first * d, x + (toks[size_t(i)].first + 1) * d, xin.data() + i * d);
       experts_[size_t(e)].forward(xin.data(), m, xout.data());
       for (int64_t i = 0; i < m; ++i)
-        std::copy(xout.data() + i * d, xout.data() + (i + 1) * d, out.data() + (toks[size_t(i)] * K + slot[size_t(e)][size_t(i)]) * d);
+        std::copy(xout.data() + i * d, xout.data() + (i + 1) * d,
+                  out.data() + (toks[size_t(i)].first * K + slot[size_t(e)][size_t(i)]) * d);
     };
     std::vector<int> active;
     for (int e = 0; e < E; ++e)

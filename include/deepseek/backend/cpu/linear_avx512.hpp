@@ -122,39 +122,15 @@ DEEPSEEK_TARGET_AVX512 inline void hsums(const __m512* a, float* o) {
   for (; k < K; ++k) o[k] = hsum512(a[k]);
 }
 
-// Packs N tokens of x (row stride ldx) as [steps][N][32], each value times its column's factor
-// f[c / bc] when f is given (FP8: scale * 256; bc a multiple of 32), in bf16 (rounded to nearest even, as
-// f32_to_bf16) or f32; zero padded past cols.
-template <bool BF16>
-DEEPSEEK_TARGET_AVX512 inline void pack(const float* x, int64_t ldx, int64_t cols, int N, const float* f, int64_t bc, void* out) {
-  const int64_t steps = (cols + 31) / 32;
-  for (int t = 0; t < N; ++t) {
-    const float* xt = x + t * ldx;
-    for (int64_t s = 0; s < steps; ++s) {
-      const int64_t c0 = s * 32, m = std::min<int64_t>(32, cols - c0);
-      const __mmask16 m0 = __mmask16(m >= 16 ? 0xFFFF : (1u << m) - 1), m1 = __mmask16(m >= 32 ? 0xFFFF : m > 16 ? (1u << (m - 16)) - 1 : 0);
-      __m512 a = _mm512_maskz_loadu_ps(m0, xt + c0), b = _mm512_maskz_loadu_ps(m1, xt + c0 + 16);
-      if (f) {  // 32 columns never straddle a scale block
-        const __m512 fv = _mm512_set1_ps(f[c0 / bc]);
-        a = _mm512_mul_ps(a, fv);
-        b = _mm512_mul_ps(b, fv);
-      }
-      if constexpr (BF16) {
-        _mm512_storeu_si512(static_cast<uint16_t*>(out) + (s * N + t) * 32, (__m512i)_mm512_cvtne2ps_pbh(b, a));
-      } else {
-        float* o = static_cast<float*>(out) + (s * N + t) * 32;
-        _mm512_storeu_ps(o, a);
-        _mm512_storeu_ps(o + 16, b);
-      }
-    }
-  }
-}
+// How pack() lays out each 32-column step of a token: bf16 (rounded to nearest even, as
+// f32_to_bf16), f32 in column order, or f32 with the 16 even columns first and then the 16 odd
+// ones (the order in which dot_step widens a bf16 weight vector against f32 inputs).
+enum class PackAs { bf16, f32, f32_even_odd };
 
-// Packs N tokens of x as [steps][N][32] f32 for bf16 weights: in each 32-column step the 16 even
-// columns, then the 16 odd ones (the order in which dot_step widens a bf16 weight vector).
-// With f: each value times its column's factor f[c / bc], as pack().
-DEEPSEEK_TARGET_AVX512 inline void pack_even_odd(const float* x, int64_t ldx, int64_t cols, int N, float* out,
-                                                 const float* f = nullptr, int64_t bc = 0) {
+// Packs N tokens of x (row stride ldx) as [steps][N][32], each value times its column's factor
+// f[c / bc] when f is given (FP8: scale * 256; bc a multiple of 32); zero padded past cols.
+template <PackAs P>
+DEEPSEEK_TARGET_AVX512 inline void pack(const float* x, int64_t ldx, int64_t cols, int N, const float* f, int64_t bc, void* out) {
   const int64_t steps = (cols + 31) / 32;
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
@@ -169,9 +145,13 @@ DEEPSEEK_TARGET_AVX512 inline void pack_even_odd(const float* x, int64_t ldx, in
         a = _mm512_mul_ps(a, fv);
         b = _mm512_mul_ps(b, fv);
       }
-      float* o = out + (s * N + t) * 32;
-      _mm512_storeu_ps(o, _mm512_permutex2var_ps(a, even, b));
-      _mm512_storeu_ps(o + 16, _mm512_permutex2var_ps(a, odd, b));
+      if constexpr (P == PackAs::bf16) {
+        _mm512_storeu_si512(static_cast<uint16_t*>(out) + (s * N + t) * 32, (__m512i)_mm512_cvtne2ps_pbh(b, a));
+      } else {
+        float* o = static_cast<float*>(out) + (s * N + t) * 32;
+        _mm512_storeu_ps(o, P == PackAs::f32 ? a : _mm512_permutex2var_ps(a, even, b));
+        _mm512_storeu_ps(o + 16, P == PackAs::f32 ? b : _mm512_permutex2var_ps(a, odd, b));
+      }
     }
   }
 }
@@ -201,7 +181,7 @@ DEEPSEEK_TARGET_AVX512 inline void widen_row_bf16(const uint8_t* row, int64_t co
 template <class W, bool BF16, int R, int N, bool Tail>
 DEEPSEEK_TARGET_AVX512 inline void dot_step(const W* const* rows, const void* xpv, int64_t s, uint32_t m, __m512 (&acc)[R][N]) {
   if constexpr (std::is_same_v<W, uint16_t> && !BF16) {
-    const float* xp = static_cast<const float*>(xpv) + s * N * 32;  // even columns, then odd (pack_even_odd)
+    const float* xp = static_cast<const float*>(xpv) + s * N * 32;  // even columns, then odd (PackAs::f32_even_odd)
     __m512 ev[R], od[R];
 #pragma GCC unroll 8
     for (int i = 0; i < R; ++i) {
@@ -379,8 +359,8 @@ inline void linear_rows_bf16_avx512(const BlockQuantMatrix& W, int64_t r0, int64
   void* packed = detail::aligned_scratch(size_t(n * steps * 32 * (bf16 ? 2 : 4)), 0);
   for (int64_t g = 0; g < G.count; ++g) {  // group g starts begin(g) * steps * 32 values in
     const int64_t off = G.begin(g) * steps * 32;
-    if (bf16) detail::pack<true>(x + G.begin(g) * ldx, ldx, cols, G.N(g), nullptr, 0, static_cast<uint16_t*>(packed) + off);
-    else detail::pack_even_odd(x + G.begin(g) * ldx, ldx, cols, G.N(g), static_cast<float*>(packed) + off);
+    if (bf16) detail::pack<detail::PackAs::bf16>(x + G.begin(g) * ldx, ldx, cols, G.N(g), nullptr, 0, static_cast<uint16_t*>(packed) + off);
+    else detail::pack<detail::PackAs::f32_even_odd>(x + G.begin(g) * ldx, ldx, cols, G.N(g), nullptr, 0, static_cast<float*>(packed) + off);
   }
   const uint16_t* base = W.weight.data_as<const uint16_t>();
   // Chunks of 32 rows; within a chunk every token group sweeps the chunk's rows, which stay in L2.
@@ -436,10 +416,11 @@ inline void linear_rows_e4m3_avx512(const BlockQuantMatrix& W, int64_t r0, int64
         for (int64_t k = 0; k < sc; ++k) f[k] = srow[k] * 256.0f;
         for (int64_t g = 0; g < G.count; ++g) {
           const int64_t off = G.begin(g) * steps * 32;
-          if (bf16) detail::pack<true>(x + G.begin(g) * ldx, ldx, cols, G.N(g), f, W.block_cols, static_cast<uint16_t*>(packed) + off);
+          void* dst = static_cast<char*>(packed) + off * (bf16 ? 2 : 4);
+          if (bf16) detail::pack<detail::PackAs::bf16>(x + G.begin(g) * ldx, ldx, cols, G.N(g), f, W.block_cols, dst);
           else if (G.count > 1)  // for the bf16 tile below
-            detail::pack_even_odd(x + G.begin(g) * ldx, ldx, cols, G.N(g), static_cast<float*>(packed) + off, f, W.block_cols);
-          else detail::pack<false>(x + G.begin(g) * ldx, ldx, cols, G.N(g), f, W.block_cols, static_cast<float*>(packed) + off);
+            detail::pack<detail::PackAs::f32_even_odd>(x + G.begin(g) * ldx, ldx, cols, G.N(g), f, W.block_cols, dst);
+          else detail::pack<detail::PackAs::f32>(x + G.begin(g) * ldx, ldx, cols, G.N(g), f, W.block_cols, dst);
         }
         packed_block = blk;
       }
