@@ -34,8 +34,8 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_model_fixtures import (  # noqa: E402  (sets one thread and deterministic algorithms)
-    HERE, N_GEN, effective_f32, forward_with_capture, from_released, greedy_cached, greedy_recompute, load_all,
-    make_stored, moe_layers, randomize, router_gaps, save_checkpoint, to_released)
+    HERE, effective_f32, forward_with_capture, from_released, load_all, make_stored, moe_layers, randomize,
+    reference_outputs, router_gaps, save_checkpoint, to_released)
 from transformers.models.deepseek_ocr2.configuration_deepseek_ocr2 import DeepseekOcr2TextConfig  # noqa: E402
 from transformers.models.deepseek_ocr2.modeling_deepseek_ocr2 import DeepseekOcr2TextModel  # noqa: E402
 
@@ -121,25 +121,13 @@ def main():
         json.dump(released_config(), f, indent=2)
         f.write("\n")
 
-    g = torch.Generator().manual_seed(SEED + 1)
-    ids = torch.randint(2, CFG["vocab_size"], (T,), generator=g, dtype=torch.int64)
-    logits, caps = forward_with_capture(model, ids)
-    gen, margin = greedy_recompute(model, ids, N_GEN)
-    gen_c = greedy_cached(model, ids, N_GEN)
-    assert torch.equal(gen, gen_c), (gen, gen_c)
-
-    ref = {"input_ids": ids, "logits": logits.float(), "greedy_ids": gen,
-           "hidden_after_layer0": caps["layer0"][0].float(), "final_hidden": caps["final"][0].float()}
+    ids, logits, caps, margin, ref = reference_outputs(model, SEED + 1, CFG["vocab_size"], T)
     ml = moe_layers(model)
-    for i in ml:
-        sidx, order = caps[f"topk_i_{i}"].sort(-1)
-        ref[f"topk_idx_layer{i}"] = sidx.to(torch.int64)
-        ref[f"topk_weight_layer{i}"] = caps[f"topk_w_{i}"].gather(-1, order).float()
     from safetensors.torch import save_file
     save_file({k: v.contiguous() for k, v in ref.items()}, os.path.join(vdir, "reference.safetensors"),
               metadata={"format": "pt"})
     with open(os.path.join(vdir, "cli_greedy.txt"), "w") as f:  # for the `deepseek-cli generate` test
-        f.write(",".join(str(int(i)) for i in ids) + "\n" + " ".join(str(int(i)) for i in gen) + "\n")
+        f.write(",".join(str(int(i)) for i in ids) + "\n" + " ".join(str(int(i)) for i in ref["greedy_ids"]) + "\n")
 
     # Round trip: the files as written, re-fused, reproduce the reference bit for bit.
     m2 = CausalLM(config).to(torch.float32).eval()

@@ -345,6 +345,25 @@ def moe_layers(model):
     return [i for i, l in enumerate(model.model.layers) if hasattr(l.mlp, "gate")]
 
 
+
+def reference_outputs(model, seed, vocab_size, T):
+    """T random ids from `seed`; the model's logits, captures, greedy continuation (recomputed and cached
+    agree) and the reference tensors the C++ tests read: ids, logits, greedy ids, hidden states and each
+    MoE layer's top-k (sorted by expert id) with its weights."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, vocab_size, (T,), generator=g, dtype=torch.int64)
+    logits, caps = forward_with_capture(model, ids)
+    gen, margin = greedy_recompute(model, ids, N_GEN)
+    gen_c = greedy_cached(model, ids, N_GEN)
+    assert torch.equal(gen, gen_c), (gen, gen_c)
+    ref = {"input_ids": ids, "logits": logits.float(), "greedy_ids": gen,
+           "hidden_after_layer0": caps["layer0"][0].float(), "final_hidden": caps["final"][0].float()}
+    for i in moe_layers(model):
+        sidx, order = caps[f"topk_i_{i}"].sort(-1)
+        ref[f"topk_idx_layer{i}"] = sidx.to(torch.int64)
+        ref[f"topk_weight_layer{i}"] = caps[f"topk_w_{i}"].gather(-1, order).float()
+    return ids, logits, caps, margin, ref
+
 def forward_with_capture(model, ids):
     caps = {}
     hooks = []
@@ -477,23 +496,8 @@ def make_variant(name, spec, out_root):
     model.load_state_dict(from_released(eff, config.n_routed_experts), strict=True)
     save_checkpoint(stored, vdir, shards)
 
-    # inputs
-    g = torch.Generator().manual_seed(seed + 1)
-    ids = torch.randint(2, config.vocab_size, (T,), generator=g, dtype=torch.int64)
-    logits, caps = forward_with_capture(model, ids)
-    gen, margin = greedy_recompute(model, ids, N_GEN)
-    gen_c = greedy_cached(model, ids, N_GEN)
-    assert torch.equal(gen, gen_c), (gen, gen_c)
-
-    ref = {"input_ids": ids, "logits": logits.float(), "greedy_ids": gen,
-           "hidden_after_layer0": caps["layer0"][0].float(), "final_hidden": caps["final"][0].float()}
+    ids, logits, caps, margin, ref = reference_outputs(model, seed + 1, config.vocab_size, T)
     ml = moe_layers(model)
-    for i in ml:
-        idx = caps[f"topk_i_{i}"]
-        w = caps[f"topk_w_{i}"]
-        sidx, order = idx.sort(-1)
-        ref[f"topk_idx_layer{i}"] = sidx.to(torch.int64)
-        ref[f"topk_weight_layer{i}"] = w.gather(-1, order).float()
     # distinct selections (decisiveness); bias effect (V3)
     bc = bias_changes(model, caps)
     gaps = router_gaps(model, caps)
