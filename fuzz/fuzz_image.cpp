@@ -1,5 +1,7 @@
-// libFuzzer target: arbitrary bytes as an image file -> decode_image (stb_image, the EXIF parser,
-// the truncation / corruption walks), then the tiling decision for every mode, the full
+// libFuzzer target: arbitrary bytes as an image file -> decode_image (libjpeg-turbo for JPEG where
+// the build found it: its error manager's longjmp path on every corrupt or cut file, the scan cap;
+// stb_image for the rest, and for JPEG without libjpeg; the EXIF parser, the truncation /
+// corruption walks), then the tiling decision for every mode, the full
 // preprocessing (Tiny or Small, for one input in 8) and small resizes / pads sized by the input's
 // bytes. max_pixels is small (256 K pixels) so one input cannot make a run allocate much: the
 // pixel check comes before any decode buffer. Only deepseek::Error may escape.

@@ -10,7 +10,7 @@ build="$root/build"
 jobs="${DEEPSEEK_JOBS:-$(nproc)}"
 
 source "$root/scripts/ensure_deps.sh"
-ensure_deps cmake g++ make libeigen3-dev nlohmann-json3-dev catch2 libbenchmark-dev libstb-dev
+ensure_deps cmake g++ make libeigen3-dev nlohmann-json3-dev catch2 libbenchmark-dev libstb-dev libjpeg62-turbo-dev pkg-config libpoppler-cpp-dev
 
 cmake -S "$root" -B "$build" "$@"
 cmake --build "$build" -j "$jobs"

@@ -29,6 +29,7 @@ int run_info(int argc, char** argv) {
     std::printf("usage: deepseek-cli info --model DIR [--json]\n");
     return 0;
   }
+  args.reject_positional();
   auto ckpt = io::Checkpoint::open(args.required("model"));
   const io::ModelConfig& c = ckpt->config();
   const models::ModelInfo m = models::model_info(c);

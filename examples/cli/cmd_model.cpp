@@ -2,7 +2,7 @@
 //   logits   --model DIR --ids 1,2,3 --out FILE.npy [--threads N] [--activations f32|bf16]
 //            float32 [T, vocab], C order
 //   generate --model DIR (--ids 1,2,3 | --prompt TEXT) [--max-new N] [--greedy | --temperature T
-//            --top-p P --top-k K --seed S] [--mtp] [--print-ids] [--stats] [--threads N] [--max-context N]
+//            --top-p P --top-k K --seed S] [--no-repeat-ngram N] [--mtp] [--print-ids] [--stats] [--threads N] [--max-context N]
 //            [--activations f32|bf16]
 //   --activations bf16 rounds the input of every linear layer to bf16 (as transformers in bf16 and
 //   llama.cpp do; bf16 weights then multiply natively on AVX512-BF16 CPUs); f32 (the default) is exact.
@@ -20,6 +20,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -37,14 +38,9 @@ std::vector<int32_t> parse_ids(const std::string& s) {
   std::string item;
   while (std::getline(ss, item, ',')) {
     if (item.empty()) continue;
-    try {
-      size_t pos = 0;
-      const long long v = std::stoll(item, &pos);
-      if (pos != item.size() || v < INT32_MIN || v > INT32_MAX) throw std::invalid_argument("bad");
-      ids.push_back(int32_t(v));
-    } catch (const std::exception&) {
-      throw Error("--ids expects comma-separated integers, got '" + item + "'");
-    }
+    if (int64_t(ids.size()) >= kMaxPositions)
+      throw Error("--ids lists more than " + std::to_string(kMaxPositions) + " ids (kMaxPositions)");
+    ids.push_back(int32_t(parse_integer(item, INT32_MIN, INT32_MAX, "--ids item")));
   }
   if (ids.empty()) throw Error("--ids is empty");
   return ids;
@@ -73,21 +69,11 @@ std::shared_ptr<models::DeepSeekV3<cpu>> load_model(const std::shared_ptr<io::Ch
   return std::make_shared<models::DeepSeekV3<cpu>>(ckpt, opts);
 }
 
-void write_npy(const std::string& path, const float* data, int64_t rows, int64_t cols) {
-  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(rows) + ", " + std::to_string(cols) + "), }";
-  const size_t total = 10 + header.size() + 1;
-  header.append((64 - total % 64) % 64, ' ');
-  header += '\n';
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!f) throw Error("cannot write", in_file(path));
-  const char magic[] = "\x93NUMPY\x01\x00";
-  f.write(magic, 8);
-  const uint16_t hl = uint16_t(header.size());
-  f.put(char(hl & 0xff));
-  f.put(char(hl >> 8));
-  f << header;
-  f.write(reinterpret_cast<const char*>(data), std::streamsize(rows * cols * 4));
-  if (!f) throw Error("write failed", in_file(path));
+// A context of `tokens` positions must fit the model before anything is sized from it.
+void check_context(const io::ModelConfig& c, int64_t tokens, const std::string& what) {
+  if (tokens > c.max_position_embeddings)
+    throw Error(what + " needs " + std::to_string(tokens) + " positions but the model's max_position_embeddings is " +
+                std::to_string(c.max_position_embeddings));
 }
 
 int run_logits(int argc, char** argv) {
@@ -96,46 +82,56 @@ int run_logits(int argc, char** argv) {
     std::printf("usage: deepseek-cli logits --model DIR --ids 1,2,3 --out FILE.npy [--threads N] [--activations f32|bf16]\n");
     return 0;
   }
-  if (args.get("backend", "cpu") != "cpu") throw Error("--backend " + args.get("backend") + " is not available (this build has: cpu)");
-  if (args.has("threads")) set_num_threads(int(args.get_int("threads", 1)));
+  args.reject_positional();
+  if (args.get("backend", "cpu") != "cpu") throw Error("--backend " + excerpt(args.get("backend")) + " is not available (this build has: cpu)");
+  cli::apply_threads(args);
   const ActivationDType activations = cli::parse_activations(args);
-  auto model = load_model(io::Checkpoint::open(args.required("model")), activations);
   const auto ids = parse_ids(args.required("ids"));
-  const int64_t T = int64_t(ids.size()), V = model->config().vocab_size;
+  const std::string out = args.required("out");
+  auto ckpt = io::Checkpoint::open(args.required("model"));
+  const int64_t T = int64_t(ids.size()), V = ckpt->config().vocab_size;
+  // Sizes are checked against the model before the T x vocab logits and the cache are allocated.
+  check_context(ckpt->config(), T, "--ids");
+  check_fits_in_memory(double(T) * double(V) * sizeof(float), "logits of " + std::to_string(T) + " x " + std::to_string(V));
+  auto model = load_model(ckpt, activations);
   auto cache = model->make_cache({T});
   std::vector<float> logits(size_t(T * V));
   model->forward(ids.data(), T, cache, logits.data(), true);
-  write_npy(args.required("out"), logits.data(), T, V);
+  cli::write_npy(out, logits.data(), T, V);
   return 0;
 }
 
 int run_generate(int argc, char** argv) {
   cli::Args args(argc, argv, {"greedy", "print-ids", "stats", "mtp"},
-                 {"model", "ids", "prompt", "max-new", "temperature", "top-p", "top-k", "seed", "threads", "max-context", "backend",
+                 {"model", "ids", "prompt", "max-new", "temperature", "top-p", "top-k", "seed", "threads", "max-context", "backend", "no-repeat-ngram",
                   "activations"});
   if (args.help()) {
     std::printf(
         "usage: deepseek-cli generate --model DIR (--ids 1,2,3 | --prompt TEXT) [--max-new N]\n"
-        "         [--greedy | --temperature T --top-p P --top-k K --seed S] [--mtp] [--print-ids] [--stats]\n"
+        "         [--greedy | --temperature T --top-p P --top-k K --seed S] [--no-repeat-ngram N] [--mtp] [--print-ids] [--stats]\n"
         "         [--threads N] [--max-context N] [--activations f32|bf16]\n");
     return 0;
   }
-  if (args.get("backend", "cpu") != "cpu") throw Error("--backend " + args.get("backend") + " is not available (this build has: cpu)");
-  if (args.has("threads")) set_num_threads(int(args.get_int("threads", 1)));
+  args.reject_positional();
+  if (args.get("backend", "cpu") != "cpu") throw Error("--backend " + excerpt(args.get("backend")) + " is not available (this build has: cpu)");
+  cli::apply_threads(args);
   if (args.has("ids") == args.has("prompt")) throw Error("give exactly one of --ids and --prompt");
   const std::string dir = args.required("model");
   const ActivationDType activations = cli::parse_activations(args);
 
   generate::GenerateOptions go;
-  go.max_new_tokens = args.get_int("max-new", 64);
-  if (go.max_new_tokens < 1) throw Error("--max-new must be >= 1");
+  go.max_new_tokens = args.get_int("max-new", 64, 1, kMaxPositions);
   const bool sampling = args.has("temperature") || args.has("top-p") || args.has("top-k") || args.has("seed");
   if (sampling && args.flag("greedy")) throw Error("--greedy excludes --temperature/--top-p/--top-k/--seed");
   go.sampling.greedy = !sampling;
-  go.sampling.temperature = float(args.get_double("temperature", 1.0));
-  go.sampling.top_p = float(args.get_double("top-p", 1.0));
-  go.sampling.top_k = int(args.get_int("top-k", 0));
-  go.sampling.seed = uint64_t(args.get_int("seed", 0));
+  // Ranges in float: 1e-50 or 1e300 would round to 0 or inf.
+  go.sampling.temperature = float(args.get_double("temperature", 1.0, 1e-6, 1e6));
+  go.sampling.top_p = float(args.get_double("top-p", 1.0, 1e-6, 1.0));
+  go.sampling.top_k = int(args.get_int("top-k", 0, 0, kMaxVocab));
+  go.sampling.seed = uint64_t(args.get_int("seed", 0, 0, std::numeric_limits<int64_t>::max()));
+  // transformers' no_repeat_ngram_size over prompt + output (generate/no_repeat_ngram.hpp); 0: off.
+  go.no_repeat_ngram_size = int(args.get_int("no-repeat-ngram", 0, 0, kMaxPositions));
+  if (go.no_repeat_ngram_size > 0 && args.flag("mtp")) throw Error("--no-repeat-ngram is not supported with --mtp");
 
   std::optional<tokenizer::Tokenizer> tok;
   std::vector<int32_t> prompt;
@@ -153,10 +149,17 @@ int run_generate(int argc, char** argv) {
   if (mtp && ckpt->config().num_nextn_predict_layers < 1)
     throw Error("--mtp needs a checkpoint with an MTP module, but num_nextn_predict_layers is 0",
                 at_field("num_nextn_predict_layers", dir + "/config.json"));
+  // Every size is checked against the model before the cache is allocated.
+  const io::ModelConfig& cfg = ckpt->config();
+  const int64_t need = int64_t(prompt.size()) + go.max_new_tokens;
+  check_context(cfg, need, "the prompt (" + std::to_string(prompt.size()) + " tokens) + --max-new");
+  const int64_t max_ctx = args.get_int("max-context", need, 1, cfg.max_position_embeddings);
+  if (max_ctx < need)
+    throw Error("--max-context " + std::to_string(max_ctx) + " is smaller than the prompt (" + std::to_string(prompt.size()) +
+                " tokens) + --max-new (" + std::to_string(go.max_new_tokens) + ")");
   auto model = load_model(ckpt, activations);
   std::optional<models::MtpHead<cpu>> draft;
   if (mtp) draft.emplace(ckpt, *model);  // throws if the MTP weights are missing
-  const int64_t max_ctx = args.get_int("max-context", int64_t(prompt.size()) + go.max_new_tokens);
   auto cache = model->make_cache({max_ctx});
   std::optional<tokenizer::Tokenizer::StreamDecoder> stream;
   if (tok && !args.flag("print-ids")) {

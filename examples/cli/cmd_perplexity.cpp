@@ -18,9 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
-#include <iterator>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -38,29 +36,31 @@ int run_perplexity(int argc, char** argv) {
         "  prints {\"tokens\":..., \"windows\":..., \"nll\":..., \"perplexity\":...} (nll = mean nats/token)\n");
     return 0;
   }
-  if (args.has("threads")) set_num_threads(int(args.get_int("threads", 1)));
+  args.reject_positional();
+  cli::apply_threads(args);
   const std::string dir = args.required("model");
   const std::string text_path = args.required("text");
-  const long long window = args.get_int("window", 128);
-  const long long max_tokens = args.get_int("max-tokens", 0);
-  if (window < 1) throw Error("--window must be at least 1");
-  if (max_tokens < 0) throw Error("--max-tokens must be >= 0 (0 = all)");
+  const int64_t window = args.get_int("window", 128, 1, kMaxPositions);
+  const int64_t max_tokens = args.get_int("max-tokens", 0, 0, std::numeric_limits<int64_t>::max());
+  const ActivationDType activations = cli::parse_activations(args);
 
+  // The window is checked against the model before any text is read or buffer sized from it.
+  auto ckpt = io::Checkpoint::open(dir);
   const auto tok = tokenizer::Tokenizer::from_file(args.get("tokenizer", dir));
-  std::ifstream f(text_path, std::ios::binary);
-  if (!f) throw Error("cannot open text file", in_file(text_path));
-  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const auto bos = tok.bos_id();
+  const int64_t seq_max = window + (bos ? 1 : 0);
+  if (seq_max > ckpt->config().max_position_embeddings)
+    throw Error("--window " + std::to_string(window) + (bos ? " + BOS" : "") + " exceeds the model's max_position_embeddings " +
+                std::to_string(ckpt->config().max_position_embeddings));
+  const int64_t V = ckpt->config().vocab_size;
+  check_fits_in_memory(double(seq_max) * double(V) * sizeof(float), "logits of a --window of " + std::to_string(window) + " tokens");
+  const std::string text = read_regular_file(text_path, kMaxTextInputBytes, "kMaxTextInputBytes");
   std::vector<tokenizer::TokenId> ids = tok.encode(text);
   if (max_tokens > 0 && int64_t(ids.size()) > max_tokens) ids.resize(size_t(max_tokens));
 
   models::LoadOptions opts;
-  opts.activations = cli::parse_activations(args);
-  models::DeepSeekV3<cpu> model(io::Checkpoint::open(dir), opts);
-  const int64_t V = model.config().vocab_size;
-  const auto bos = tok.bos_id();
-  const int64_t seq_max = window + (bos ? 1 : 0);
-  if (seq_max > model.config().max_position_embeddings)
-    throw Error("--window " + std::to_string(window) + " exceeds max_position_embeddings");
+  opts.activations = activations;
+  models::DeepSeekV3<cpu> model(ckpt, opts);
 
   double nll = 0;
   int64_t predicted = 0, windows = 0;

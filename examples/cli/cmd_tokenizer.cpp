@@ -14,9 +14,6 @@
 #include <deepseek/tokenizer.hpp>
 
 #include <cstdio>
-#include <fstream>
-#include <iostream>
-#include <iterator>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -28,9 +25,18 @@ using deepseek::cli::Args;
 using deepseek::tokenizer::TokenId;
 using deepseek::tokenizer::Tokenizer;
 
+// All of stdin, at most kMaxTextInputBytes.
 std::string read_stdin() {
-  std::ios::sync_with_stdio(false);
-  return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  std::string out;
+  char buf[1 << 16];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, stdin)) > 0) {
+    if (out.size() + n > deepseek::kMaxTextInputBytes)
+      throw Error("stdin is larger than the " + deepseek::format_bytes(double(deepseek::kMaxTextInputBytes)) + " limit (kMaxTextInputBytes)");
+    out.append(buf, n);
+  }
+  if (std::ferror(stdin)) throw Error("cannot read stdin");
+  return out;
 }
 
 void print_ids(const std::vector<TokenId>& ids, std::string& out, const char* sep) {
@@ -49,12 +55,12 @@ int cmd_tokenize(int argc, char** argv) {
                  "  --no-special: added-token text (e.g. <｜User｜>) is encoded as plain text\n");
     return 0;
   }
+  args.reject_positional();
+  const int threads = deepseek::cli::threads_option(args, 1, /*allow_zero=*/true);
   const Tokenizer tok = Tokenizer::from_file(args.required("tokenizer"));
   deepseek::tokenizer::EncodeOptions opts;
   opts.add_bos = args.flag("add-bos");
   if (args.flag("no-special")) opts.special_tokens = deepseek::tokenizer::SpecialTokens::kAsText;
-  const long long threads = args.get_int("threads", 1);
-  if (threads < 0 || threads > 1024) throw Error("--threads must be in 0..1024 (0 = all cores)");
   const std::string input = read_stdin();
   std::string out;
   if (!args.flag("jsonl")) {
@@ -68,8 +74,9 @@ int cmd_tokenize(int argc, char** argv) {
     while (std::getline(lines, line)) {
       ++line_no;
       if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      const auto j = nlohmann::json::parse(line, nullptr, false);
-      if (j.is_discarded() || !j.is_object() || !j.contains("text") || !j["text"].is_string())
+      const std::string where = "stdin line " + std::to_string(line_no);
+      auto j = deepseek::parse_json(line, where);  // nesting bounded, duplicate keys refused
+      if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
         throw Error("input line " + std::to_string(line_no) + " is not a JSON object with a string \"text\"");
       texts.push_back(j["text"].get<std::string>());
     }
@@ -90,6 +97,7 @@ int cmd_detokenize(int argc, char** argv) {
     std::fprintf(stderr, "usage: deepseek-cli detokenize --tokenizer PATH [--skip-special]   (ids on stdin -> text)\n");
     return 0;
   }
+  args.reject_positional();
   const Tokenizer tok = Tokenizer::from_file(args.required("tokenizer"));
   const std::string input = read_stdin();
   std::vector<TokenId> ids;
@@ -100,7 +108,7 @@ int cmd_detokenize(int argc, char** argv) {
       ++i;
       continue;
     }
-    if (c < '0' || c > '9') throw Error("detokenize: unexpected character '" + std::string(1, c) + "' in the id list", deepseek::ErrorWhere{{}, {}, {}, static_cast<int64_t>(i)});
+    if (c < '0' || c > '9') throw Error("detokenize: unexpected character '" + deepseek::excerpt(std::string(1, c)) + "' in the id list", deepseek::ErrorWhere{{}, {}, {}, static_cast<int64_t>(i)});
     uint64_t v = 0;
     while (i < input.size() && input[i] >= '0' && input[i] <= '9') {
       v = v * 10 + static_cast<uint64_t>(input[i++] - '0');
@@ -120,12 +128,11 @@ int cmd_chat_template(int argc, char** argv) {
                  "usage: deepseek-cli chat-template --tokenizer PATH --messages FILE.json [--add-generation-prompt] [--r1] [--ids]\n");
     return 0;
   }
+  args.reject_positional();
   const Tokenizer tok = Tokenizer::from_file(args.required("tokenizer"));
   const std::string path = args.required("messages");
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error("cannot open messages file", deepseek::in_file(path));
-  const auto j = nlohmann::json::parse(f, nullptr, false);
-  if (j.is_discarded()) throw Error("messages file is not valid JSON", deepseek::in_file(path));
+  // A regular file of at most kMaxJsonFileBytes; nesting bounded, duplicate keys refused.
+  auto j = deepseek::parse_json(deepseek::read_regular_file(path, deepseek::kMaxJsonFileBytes, "kMaxJsonFileBytes"), path);
   const auto messages = deepseek::chat::messages_from_json(j.is_object() && j.contains("messages") ? j["messages"] : j, path);
   deepseek::chat::ChatOptions opts;
   opts.add_generation_prompt = args.flag("add-generation-prompt");

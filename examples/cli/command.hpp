@@ -1,16 +1,26 @@
 // Subcommand registry and argument parsing shared by the deepseek-cli translation units.
 //
 // Each cmd_*.cpp registers its subcommands with DEEPSEEK_CLI_COMMAND(name, summary, function);
-// main.cpp dispatches on argv[1]. Options are GNU-style `--key value` or `--flag`.
+// main.cpp dispatches on argv[1]. Options are GNU-style `--key value` or `--flag` (given twice, the
+// last wins). Every number is parsed strictly and range-checked (get_int with a range, get_double
+// finite), and the error names the option.
 #pragma once
 
 #include <deepseek/core/block_quant.hpp>
+#include <deepseek/core/checked.hpp>
 #include <deepseek/core/error.hpp>
+#include <deepseek/core/limits.hpp>
+#include <deepseek/core/parallel.hpp>
 
+#include <cmath>
+#include <cstdio>
+#include <fstream>
 #include <functional>
+#include <limits>
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace deepseek::cli {
@@ -35,9 +45,9 @@ class Args {
         set_flags_.insert(key);
       } else if (options_allowed_.count(key)) {
         if (i + 1 >= argc) throw Error("option --" + key + " needs a value");
-        values_[key] = argv[++i];
+        values_[key] = argv[++i];  // given twice: the last wins (GNU style; wrappers append overrides)
       } else {
-        throw Error("unknown option --" + key);
+        throw Error("unknown option --" + excerpt(key));
       }
     }
   }
@@ -54,27 +64,31 @@ class Args {
     if (it == values_.end()) throw Error("missing required option --" + k);
     return it->second;
   }
-  long long get_int(const std::string& k, long long def) const {
+  // A strict decimal integer in [lo, hi]; the error names the option and the range.
+  long long get_int(const std::string& k, long long def, long long lo = std::numeric_limits<long long>::min(),
+                    long long hi = std::numeric_limits<long long>::max()) const {
     if (!has(k)) return def;
-    try {
-      size_t pos = 0;
-      long long v = std::stoll(values_.at(k), &pos);
-      if (pos != values_.at(k).size()) throw std::invalid_argument("trailing");
-      return v;
-    } catch (const std::exception&) {
-      throw Error("option --" + k + " expects an integer, got '" + values_.at(k) + "'");
-    }
+    return parse_integer(values_.at(k), lo, hi, "--" + k);
   }
-  double get_double(const std::string& k, double def) const {
+  // A finite number in [lo, hi].
+  double get_double(const std::string& k, double def, double lo = -HUGE_VAL, double hi = HUGE_VAL) const {
     if (!has(k)) return def;
+    const std::string& s = values_.at(k);
+    double v = 0;
     try {
       size_t pos = 0;
-      double v = std::stod(values_.at(k), &pos);
-      if (pos != values_.at(k).size()) throw std::invalid_argument("trailing");
-      return v;
+      v = std::stod(s, &pos);
+      if (pos != s.size() || s.empty() || std::isspace(static_cast<unsigned char>(s[0]))) throw std::invalid_argument("trailing");
     } catch (const std::exception&) {
-      throw Error("option --" + k + " expects a number, got '" + values_.at(k) + "'");
+      throw Error("option --" + k + " expects a number, got '" + excerpt(s) + "'");
     }
+    if (!std::isfinite(v) || v < lo || v > hi)
+      throw Error("--" + k + " = " + excerpt(s) + " is out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    return v;
+  }
+  // For commands that take no positional arguments (a stray word is a typo, not something to ignore).
+  void reject_positional() const {
+    if (!positional_.empty()) throw Error("unexpected argument '" + excerpt(positional_[0]) + "' (options are --key value)");
   }
   const std::vector<std::string>& positional() const { return positional_; }
 
@@ -85,12 +99,36 @@ class Args {
   bool help_ = false;
 };
 
+// --threads N: [1, kMaxThreads] (`allow_zero`: 0 = all hardware threads), capped at this
+// machine's hardware threads with a note on stderr: workers beyond them spin against each other
+// (200 threads on 2 cores ran 400x slower). Returns the count to use, or `def` if not given.
+inline int threads_option(const Args& args, int def, bool allow_zero = false) {
+  if (!args.has("threads")) return def;
+  const int64_t lo = allow_zero ? 0 : 1;
+  const int64_t n = args.get_int("threads", 1, lo, std::numeric_limits<long long>::max());
+  if (n > kMaxThreads)
+    throw Error("--threads = " + std::to_string(n) + " is out of range " + range_str(lo, kMaxThreads) + " (kMaxThreads)");
+  const int hw = int(std::max(1u, std::thread::hardware_concurrency()));
+  if (n == 0) return hw;
+  if (n > hw) {
+    std::fprintf(stderr, "deepseek-cli: --threads %lld is more than the %d hardware threads of this machine; using %d\n",
+                 static_cast<long long>(n), hw, hw);
+    return hw;
+  }
+  return int(n);
+}
+
+// Sets the CPU pool from --threads, if given.
+inline void apply_threads(const Args& args) {
+  if (args.has("threads")) set_num_threads(threads_option(args, 1));
+}
+
 // --activations f32|bf16 (default f32): what the inputs of the linear layers are rounded to.
 inline ActivationDType parse_activations(const Args& args) {
   const std::string a = args.get("activations", "f32");
   if (a == "f32") return ActivationDType::f32;
   if (a == "bf16") return ActivationDType::bf16;
-  throw Error("--activations must be f32 or bf16, got '" + a + "'");
+  throw Error("--activations must be f32 or bf16, got '" + excerpt(a) + "'");
 }
 
 using CommandFn = std::function<int(int argc, char** argv)>;
@@ -110,6 +148,23 @@ struct Registrar {
     registry()[name] = Command{summary, std::move(fn)};
   }
 };
+
+// Writes a float32 [rows, cols] array as a .npy file (format 1.0, little-endian, C order).
+inline void write_npy(const std::string& path, const float* data, int64_t rows, int64_t cols) {
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(rows) + ", " + std::to_string(cols) + "), }";
+  const size_t total = 10 + header.size() + 1;
+  header.append((64 - total % 64) % 64, ' ');
+  header += '\n';
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  if (!f) throw Error("cannot write", in_file(path));
+  f.write("\x93NUMPY\x01\x00", 8);
+  const uint16_t hl = uint16_t(header.size());
+  f.put(char(hl & 0xff));
+  f.put(char(hl >> 8));
+  f << header;
+  f.write(reinterpret_cast<const char*>(data), std::streamsize(rows * cols * 4));
+  if (!f) throw Error("write failed", in_file(path));
+}
 
 }  // namespace deepseek::cli
 

@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <exception>
+#include <new>
 
 int main(int argc, char** argv) {
   auto& reg = deepseek::cli::registry();
@@ -18,6 +19,11 @@ int main(int argc, char** argv) {
   }
   try {
     return it->second.run(argc - 2, argv + 2);
+  } catch (const std::bad_alloc&) {
+    // Sizes are checked before the large buffers are allocated (check_fits_in_memory); this is
+    // what is left: the machine ran out of memory for a request that fits its RAM in principle.
+    std::fprintf(stderr, "deepseek-cli %s: error: out of memory\n", argv[1]);
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "deepseek-cli %s: error: %s\n", argv[1], e.what());
     return 1;

@@ -1,5 +1,8 @@
 // deepseek.hpp: the building blocks of DeepSeek's models, header-only.
 // This umbrella includes everything CPU-side; <deepseek/cuda.hpp> adds the CUDA backend.
+// <deepseek/vision/pdf.hpp> (PDF pages via poppler-cpp, an optional dependency) is not included.
+// The vision headers need stb_image on the include path, and decode JPEG with libjpeg-turbo when
+// DEEPSEEK_HAVE_LIBJPEG=1 (deepseek::deepseek sets it and links libjpeg where CMake found it).
 #pragma once
 
 #include "deepseek/core/block_quant.hpp"
@@ -23,10 +26,16 @@
 #include "deepseek/nn/mtp.hpp"
 #include "deepseek/nn/rmsnorm.hpp"
 #include "deepseek/nn/rope.hpp"
+#include "deepseek/models/deepseek_ocr.hpp"
 #include "deepseek/models/deepseek_v3.hpp"
 #include "deepseek/models/model_info.hpp"
 #include "deepseek/models/mtp_head.hpp"
 #include "deepseek/generate/generator.hpp"
+#include "deepseek/generate/no_repeat_ngram.hpp"
 #include "deepseek/generate/sampler.hpp"
 #include "deepseek/generate/speculative.hpp"
 #include "deepseek/tokenizer.hpp"
+#include "deepseek/vision/grounding.hpp"
+#include "deepseek/vision/image.hpp"
+#include "deepseek/vision/preprocess.hpp"
+#include "deepseek/vision/resample.hpp"

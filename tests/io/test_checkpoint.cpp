@@ -10,6 +10,9 @@
 
 #include <filesystem>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 using namespace deepseek;
 namespace fs = std::filesystem;
 
@@ -137,5 +140,63 @@ TEST_CASE("broken checkpoint directories give clear errors", "[checkpoint][malfo
     auto ckpt = io::Checkpoint::open(kModels + "/v3_fp8");
     io::Weights w(ckpt, "model.layers.0.self_attn.");
     REQUIRE_THROWS_WITH(w.matrix("kv_a_proj_with_mqa", 176, 321), Catch::Contains("expected shape [176, 321]"));
+  }
+}
+
+// Issue 14: what a checkpoint directory may hold in place of its files.
+TEST_CASE("hostile checkpoint directories: NUL shard names, FIFOs, symlinks, block sizes", "[checkpoint][hostile]") {
+  SECTION("a shard name with an embedded NUL or control byte") {
+    Scratch s(kModels + "/v3_fp8", "nul");
+    const std::string path = (s.dir / "model.safetensors.index.json").string();
+    // "model-00001-of-00002.safetensors\0x" used to open model-00001-of-00002.safetensors.
+    test::write_text(path, R"({"weight_map":{"model.embed_tokens.weight":"model-00001-of-00002.safetensors\u0000x"}})");
+    const std::string msg = open_error(s.str());
+    CHECK_THAT(msg, Catch::Contains("control character") && Catch::Contains("\\x00x"));
+    CHECK(msg.find('\0') == std::string::npos);
+    test::write_text(path, R"({"weight_map":{"a":"model-00001-of-00002.safetensors\n"}})");
+    CHECK_THAT(open_error(s.str()), Catch::Contains("control character"));
+  }
+  SECTION("a FIFO as model.safetensors is refused at once") {
+    Scratch s(kModels + "/v3_noqlora_f32", "fifo");
+    fs::remove(s.dir / "model.safetensors");
+    REQUIRE(::mkfifo((s.dir / "model.safetensors").c_str(), 0600) == 0);
+    CHECK_THAT(open_error(s.str()), Catch::Contains("is a FIFO, not a regular file") && Catch::Contains("model.safetensors"));
+  }
+  SECTION("a FIFO as config.json or as the index") {
+    Scratch s(kModels + "/v3_fp8", "fifoindex");
+    fs::remove(s.dir / "model.safetensors.index.json");
+    REQUIRE(::mkfifo((s.dir / "model.safetensors.index.json").c_str(), 0600) == 0);
+    CHECK_THAT(open_error(s.str()), Catch::Contains("is a FIFO"));
+    fs::remove(s.dir / "config.json");
+    REQUIRE(::mkfifo((s.dir / "config.json").c_str(), 0600) == 0);
+    CHECK_THAT(open_error(s.str()), Catch::Contains("is a FIFO") && Catch::Contains("config.json"));
+  }
+  SECTION("a directory as model.safetensors") {
+    Scratch s(kModels + "/v3_noqlora_f32", "dirweights");
+    fs::remove(s.dir / "model.safetensors");
+    fs::create_directory(s.dir / "model.safetensors");
+    CHECK_THAT(open_error(s.str()), Catch::Contains("is a directory"));
+  }
+  SECTION("symlinked files are followed, as in the Hugging Face cache") {
+    Scratch s(kModels + "/v3_fp8", "symlinks");
+    for (const char* f : {"config.json", "model.safetensors.index.json", "model-00001-of-00002.safetensors",
+                          "model-00002-of-00002.safetensors"}) {
+      fs::rename(s.dir / f, s.dir / (std::string("blob-") + f));
+      fs::create_symlink(s.dir / (std::string("blob-") + f), s.dir / f);
+    }
+    auto ckpt = io::Checkpoint::open(s.str());
+    CHECK(ckpt->num_files() == 2);
+    CHECK(ckpt->has_weights());
+  }
+  SECTION("a weight_block_size that does not match the scales names the config field") {
+    Scratch s(kModels + "/v3_fp8", "blocksize");
+    const std::string path = (s.dir / "config.json").string();
+    auto j = io::parse_json(io::read_text_file(path), path);
+    j["quantization_config"]["weight_block_size"] = {64, 128};
+    test::write_text(path, j.dump());
+    auto ckpt = io::Checkpoint::open(s.str());
+    io::Weights w(ckpt, "model.layers.0.self_attn.");
+    CHECK_THROWS_WITH(w.matrix("kv_a_proj_with_mqa", 176, 320),
+                      Catch::Contains("quantization_config.weight_block_size") && Catch::Contains("64x128 blocks"));
   }
 }

@@ -5,6 +5,14 @@
 
 #include <catch2/catch.hpp>
 
+#include <filesystem>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
 using namespace deepseek;
 
 namespace {
@@ -169,4 +177,95 @@ TEST_CASE("malformed config.json text names file and byte offset", "[config][mal
   // A number beyond double range is nlohmann's out_of_range, not a parse_error: still our Error.
   REQUIRE_THROWS_WITH(io::parse_json(std::string(R"({"hidden_size": 1e400})"), "cfg.json"),
                       Catch::Contains("malformed JSON") && Catch::Contains("cfg.json"));
+}
+
+// Issue 14: every integer range-checked into its type, every float in range, bounded nesting and
+// parameter counts; one case per class, the issue's examples among them.
+TEST_CASE("hostile config values are refused by field, never truncated, wrapped or NaN-producing", "[config][hostile]") {
+  const io::Json v3 = fixture_json("deepseek-v3");
+  auto with = [&](const std::string& pointer, io::Json v) {
+    io::Json j = v3;
+    j[io::Json::json_pointer(pointer)] = std::move(v);
+    return config_error(j);
+  };
+  struct Case {
+    const char* pointer;
+    io::Json value;
+    const char* expect;
+  };
+  const std::vector<Case> cases = {
+      // integer overflow and truncation
+      {"/hidden_size", int64_t(1000000000000), "hidden_size = 1000000000000 is out of range [1, 1048576]"},
+      {"/quantization_config/weight_block_size", {uint64_t(4294967424ull), 128}, "weight_block_size[0] = 4294967424 is out of range"},
+      {"/quantization_config/weight_block_size", {128, uint64_t(1) << 31}, "weight_block_size[1] = 2147483648 is out of range"},
+      {"/quantization_config/weight_block_size", {0, 128}, "weight_block_size[0] = 0 is out of range"},
+      {"/num_hidden_layers", int64_t(1) << 40, "num_hidden_layers = 1099511627776 is out of range"},
+      {"/vocab_size", int64_t(1) << 25, "vocab_size = 33554432 is out of range [1, 16777216]"},
+      {"/max_position_embeddings", std::numeric_limits<uint64_t>::max(), "max_position_embeddings = 18446744073709551615"},
+      {"/eos_token_id", {1, -7}, "eos_token_id[1] = -7 is out of range [0, 129279]"},
+      {"/eos_token_id", {std::numeric_limits<uint64_t>::max()}, "eos_token_id[0] = 18446744073709551615 is out of range"},
+      {"/eos_token_id", {1, "2"}, "field eos_token_id[1]"},
+      {"/eos_token_id", -5, "eos_token_id = -5 is out of range"},
+      {"/bos_token_id", std::numeric_limits<uint64_t>::max(), "bos_token_id = 18446744073709551615"},
+      {"/n_routed_experts", 1e300, "n_routed_experts"},
+      // floats that would only give NaN/inf logits
+      {"/rms_norm_eps", -1, "rms_norm_eps = -1 is out of range (0, 1]"},
+      {"/rms_norm_eps", 0, "rms_norm_eps = 0 is out of range (0, 1]"},
+      {"/routed_scaling_factor", 0, "routed_scaling_factor = 0 is out of range"},
+      {"/rope_theta", -1, "rope_theta"},
+      {"/rope_scaling/beta_fast", -32, "rope_scaling.beta_fast"},
+      {"/rope_scaling/mscale", -1, "rope_scaling.mscale = -1"},
+      {"/rope_scaling/original_max_position_embeddings", int64_t(1) << 40, "rope_scaling.original_max_position_embeddings"},
+      // DSA and MTP fields
+      {"/index_topk", int64_t(1) << 40, "index_topk = 1099511627776 is out of range [0, 16777216]"},
+      {"/index_head_dim", int64_t(1) << 30, "index_head_dim"},
+      {"/index_n_heads", 100000, "index_n_heads"},
+      {"/num_nextn_predict_layers", 65, "num_nextn_predict_layers = 65 is out of range [0, 64]"},
+      {"/num_nextn_predict_layers", -1, "num_nextn_predict_layers"},
+      // the parameter count as a whole (each width alone is in range)
+      {"/n_routed_experts", int64_t(1) << 20, "parameters, more than the limit of 1125899906842624 (kMaxParameters)"},
+      // unbounded text is not echoed
+      {"/scoring_func", std::string(1 << 20, 's'), "(1048576 bytes)"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.pointer << " = " << c.value.dump().substr(0, 60));
+    const std::string msg = with(c.pointer, c.value);
+    CHECK_THAT(msg, Catch::Contains(c.expect));
+    CHECK_THAT(msg, Catch::Contains("test-config.json"));
+    CHECK(msg.size() < 500);
+  }
+  // MHA: num_attention_heads must be a multiple of num_key_value_heads.
+  io::Json mha = fixture_json("deepseek-ocr");
+  mha["language_config"]["num_key_value_heads"] = 7;
+  CHECK_THAT(config_error(mha), Catch::Contains("field language_config.num_key_value_heads"));
+  // A yarn factor so large that max_position_embeddings / factor < 1.
+  io::Json yarn = v3;
+  yarn["rope_scaling"].erase("original_max_position_embeddings");
+  yarn["rope_scaling"]["factor"] = 1e9;
+  CHECK_THAT(config_error(yarn), Catch::Contains("leaves no original context"));
+  // The largest widths that pass still count parameters without overflow (UBSan build checks it).
+  io::Json big = v3;
+  big["hidden_size"] = 1 << 20;
+  big["vocab_size"] = 1 << 24;
+  big["num_hidden_layers"] = 1;
+  big["first_k_dense_replace"] = 1;
+  big["intermediate_size"] = 1 << 20;
+  big["num_nextn_predict_layers"] = 0;
+  const auto c = io::parse_config(big, "big.json");
+  const auto m = models::model_info(c);
+  CHECK(m.params_total > (int64_t(1) << 45));
+  CHECK(double(m.params_total) <= double(kMaxParameters));
+}
+
+TEST_CASE("config.json: deep nesting and non-regular files", "[config][hostile]") {
+  // The 100,000-level hidden_size that crashed `deepseek-cli info` (recursive dump in the error path).
+  const std::string deep = "{\"hidden_size\": " + std::string(100000, '[') + "1" + std::string(100000, ']') + "}";
+  CHECK_THROWS_WITH(io::parse_json(deep, "config.json"), Catch::Contains("kMaxJsonDepth") && Catch::Contains("config.json"));
+  const std::string dir = "/tmp/deepseek-cfg-hostile-" + std::to_string(::getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir + "/config.json.d");
+  REQUIRE(::mkfifo((dir + "/config.json").c_str(), 0600) == 0);
+  CHECK_THROWS_WITH(io::load_config(dir + "/config.json"), Catch::Contains("is a FIFO"));
+  CHECK_THROWS_WITH(io::load_config(dir + "/config.json.d"), Catch::Contains("is a directory"));
+  std::filesystem::remove_all(dir);
 }

@@ -7,6 +7,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <chrono>
+
 #include <string>
 #include <vector>
 
@@ -78,7 +81,7 @@ TEST_CASE("malformed safetensors headers give clear errors", "[safetensors][malf
       {"empty file", {}, "too short"},
       {"truncated length", {1, 0, 0}, "too short"},
       {"length past end", safetensors_bytes("{" + t + "}", k8, 5000), "runs past the end"},
-      {"huge length", safetensors_bytes("{" + t + "}", k8, int64_t(1) << 60), "larger than the 100 MB limit"},
+      {"huge length", safetensors_bytes("{" + t + "}", k8, int64_t(1) << 60), "(100 MiB) limit (kMaxSafetensorsHeader)"},
       {"zero length", safetensors_bytes("", k8, 0), "empty"},
       {"not json", safetensors_bytes("{not json}", {}), "malformed JSON"},
       {"truncated json", safetensors_bytes(R"({"t":{"dtype":"F32")", {}), "malformed JSON"},
@@ -128,4 +131,35 @@ TEST_CASE("truncating a real file anywhere never crashes", "[safetensors][malfor
     std::vector<uint8_t> part(all.begin(), all.begin() + long(cut));
     REQUIRE_THROWS_AS(io::parse_safetensors_header(part.data(), part.size(), "cut.safetensors"), Error);
   }
+}
+
+// Issue 14: a valid header with many entries parsed in quadratic time (10k entries 0.4 s, 40k
+// 21 s); it is linear now (bench/bench_safetensors.cpp measures up to kMaxSafetensorsTensors).
+TEST_CASE("a header with many tensors parses in linear time", "[safetensors][hostile]") {
+  auto build = [](int n) {
+    std::string h = "{";
+    for (int i = 0; i < n; ++i)
+      h += (i ? ",\"t" : "\"t") + std::to_string(i) + "\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[" + std::to_string(i) + "," +
+           std::to_string(i + 1) + "]}";
+    h += "}";
+    return test::safetensors_bytes(h, std::vector<uint8_t>(size_t(n), 7));
+  };
+  auto seconds = [](const std::vector<uint8_t>& f) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto h = io::parse_safetensors_header(f.data(), f.size(), "many.safetensors");
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    REQUIRE(h.tensors.size() > 0);
+    return s;
+  };
+  const auto small = build(25000), large = build(100000);
+  const double ts = std::max(seconds(small), 1e-4), tl = seconds(large);
+  INFO("25k entries " << ts << " s, 100k entries " << tl << " s");
+  CHECK(tl < 10.0);        // quadratic: ~130 s
+  CHECK(tl / ts < 12.0);   // 4x the entries: ~4x the time (quadratic: 16x)
+  // Duplicate names are still found, wherever they are.
+  std::string dup = "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}";
+  for (int i = 0; i < 1000; ++i) dup += ",\"t" + std::to_string(i) + "\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[1,1]}";
+  dup += ",\"a\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[1,1]}}";
+  const auto f = test::safetensors_bytes(dup, {1});
+  CHECK_THROWS_WITH(io::parse_safetensors_header(f.data(), f.size(), "dup.safetensors"), Catch::Contains("duplicate JSON key \"a\""));
 }

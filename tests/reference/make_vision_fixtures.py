@@ -49,6 +49,9 @@ SOURCES = [  # (name in fixtures, installed path)
     ("logoLarge.gif", "/usr/share/tcltk/tk8.6/images/logoLarge.gif"),
     ("pwrdLogo75.gif", "/usr/share/tcltk/tk8.6/images/pwrdLogo75.gif"),
     ("pilrc.bmp", "/usr/share/doc/fp-compiler/3.2.2/palmos/pilrc.bmp"),
+    # more JPEG decoder paths: a real progressive file, a real greyscale one
+    ("f3_progressive.jpg", "/root/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/share/doc/rust/html/embedded-book/assets/f3.jpg"),
+    ("grey_2x2.jpg", "/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages/IPython/core/tests/2x2.jpg"),
 ]
 
 MODES = {  # name: (base_size, image_size, crop)
@@ -103,6 +106,14 @@ def png_with_exif(png: bytes, tiff: bytes) -> bytes:
     # insert an eXIf chunk right after IHDR (8-byte signature + 25-byte IHDR chunk)
     chunk = struct.pack(">I", len(tiff)) + b"eXIf" + tiff + struct.pack(">I", zlib.crc32(b"eXIf" + tiff) & 0xFFFFFFFF)
     return png[:33] + chunk + png[33:]
+
+
+def cmyk_with_black(rgb: Image.Image) -> Image.Image:
+    """CMYK with half the grey component moved into K (Pillow's convert('CMYK') leaves K = 0,
+    which would leave the K multiply of cmyk2rgb untested)."""
+    c = 255 - np.asarray(rgb, dtype=np.int32)
+    k = c.min(axis=2, keepdims=True) // 2
+    return Image.fromarray(np.concatenate([c - k, k], axis=2).astype(np.uint8), "CMYK")
 
 
 def png16(w, h, color_type, samples: np.ndarray) -> bytes:
@@ -163,6 +174,19 @@ def main():
     open(os.path.join(OUT, "src", "rgb16.png"), "wb").write(png16(w, h, 2, rgb16))
     files += ["grey16.png", "rgb16.png"]
 
+    # JPEG colour spaces and subsamplings no installed file has, encoded by Pillow (libjpeg-turbo)
+    # from a 251x187 crop (odd sizes: the chroma upsampler's edge cases) of verify.jpeg's pixels
+    crop = official_load(open(os.path.join(OUT, "src", "verify.jpeg"), "rb").read()).crop((200, 120, 451, 307))
+    for n, im, kw in [("jpeg_grey.jpg", crop.convert("L"), {}),
+                      ("jpeg_cmyk.jpg", cmyk_with_black(crop), {}),  # Adobe marker, transform 0
+                      ("jpeg_444.jpg", crop, {"subsampling": 0}),
+                      ("jpeg_422.jpg", crop, {"subsampling": 1}),
+                      ("jpeg_420_restart.jpg", crop, {"subsampling": 2, "restart_marker_blocks": 3}),
+                      ("jpeg_rgb.jpg", crop, {"keep_rgb": True, "subsampling": 0}),  # Adobe transform 0, no YCbCr
+                      ("jpeg_progressive.jpg", crop, {"progressive": True, "subsampling": 2})]:
+        im.save(os.path.join(OUT, "src", n), quality=90, **kw)
+        files.append(n)
+
     manifest = {"images": [], "resize": [], "grid": [], "candidates": [], "normalize": []}
     for n in files:
         data = open(os.path.join(OUT, "src", n), "rb").read()
@@ -173,7 +197,7 @@ def main():
             pn = os.path.splitext(n)[0] + ".png"
             im.save(os.path.join(OUT, "pillow", pn), optimize=True)
             entry["pillow_png"] = "pillow/" + pn
-        variant = "_exif" in n or n.endswith("16.png")
+        variant = "_exif" in n or n.endswith("16.png") or n.startswith("jpeg_") or n in ("f3_progressive.jpg", "grey_2x2.jpg")
         if not variant:
             modes = {}
             for m, (base_size, image_size, crop) in MODES.items():
@@ -201,13 +225,35 @@ def main():
         manifest["images"].append(entry)
         print(n, im.size, entry["format"], entry["mode"], flush=True)
 
+    # Damaged JPEGs: what Pillow makes of them, an error (truncated) or the pixels libjpeg
+    # recovers after a warning (corrupt entropy-coded data, a stray restart marker)
+    manifest["jpeg_edits"] = []
+    for n, cut, at, put in [("verify.jpeg", 2, None, None), ("verify.jpeg", 10, None, None),
+                            ("f3_progressive.jpg", 100000, None, None),
+                            ("verify.jpeg", 0, 0.5, b"\x12\x34\x56\x78"), ("verify.jpeg", 0, 0.5, b"\xff\xd3"),
+                            ("f3_progressive.jpg", 0, 0.7, b"\x00\x00\x00\x00\x00\x00")]:
+        b = bytearray(open(os.path.join(OUT, "src", n), "rb").read())
+        rec = {"file": "src/" + n, "cut": cut}
+        if at is not None:
+            rec["offset"], rec["bytes"] = int(len(b) * at), put.hex()
+            b[rec["offset"]:rec["offset"] + len(put)] = put
+        if cut:
+            b = b[:-cut]
+        try:
+            rec["decoded"] = img_hash(official_load(bytes(b)))
+        except OSError as e:
+            rec["error"] = str(e)
+        manifest["jpeg_edits"].append(rec)
+        print("edit", rec, flush=True)
+
     # Alpha::white reference: Pillow's alpha_composite onto opaque white (its own rounding)
     rgba = ImageOps.exif_transpose(Image.open(os.path.join(OUT, "src", "pngtest.png"))).convert("RGBA")
     white = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
     white.save(os.path.join(OUT, "pillow", "pngtest_white.png"))
 
     # resize_bicubic alone, from Pillow-decoded real pixels, odd sizes both ways and one-axis cases
-    for n, sizes in [("verify.jpeg", [(1, 1), (3, 2), (37, 23), (720, 301), (333, 477), (1001, 333), (1441, 955), (13, 900)]),
+    for n, sizes in [("verify.jpeg", [(1, 1), (3, 2), (37, 23), (720, 301), (333, 477), (1001, 333), (1441, 955), (13, 900),
+                                     (700, 100), (600, 150)]),  # height shrinks > 2x the width: vertical pass first
                      ("pngtest.png", [(90, 70), (91, 68), (640, 640), (7, 5), (300, 17)]),
                      ("trpl14-01.png", [(1024, 531), (640, 1280), (97, 1561)])]:
         im = official_load(open(os.path.join(OUT, "src", n), "rb").read())

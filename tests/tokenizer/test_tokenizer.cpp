@@ -7,11 +7,16 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 using deepseek::tokenizer::EncodeOptions;
 using deepseek::tokenizer::SpecialTokens;
@@ -289,8 +294,15 @@ TEST_CASE("chat templates match transformers' rendering", "[tokenizer][chat]") {
   REQUIRE(chats.size() >= 20);
   for (size_t i = 0; i < chats.size(); ++i) {
     const auto messages = deepseek::chat::messages_from_json(chats[i]["messages"]);
+    // A role the template does not know ("developer") is an error by default; with
+    // ignore_unknown_roles it is dropped exactly as the Jinja template drops it.
+    bool unknown_role = false;
+    for (const auto& m : messages)
+      unknown_role |= m.role != "system" && m.role != "user" && m.role != "assistant" && m.role != "tool";
+    if (unknown_role) CHECK_THROWS_AS(deepseek::chat::format_v3(messages), deepseek::Error);
     for (const char* key : {"v3", "v3_gen", "r1", "r1_gen"}) {
       deepseek::chat::ChatOptions o;
+      o.ignore_unknown_roles = unknown_role;
       o.add_generation_prompt = std::string(key).find("_gen") != std::string::npos;
       o.bos_token = t.bos_token();
       const std::string text = key[0] == 'v' ? deepseek::chat::format_v3(messages, o) : deepseek::chat::format_r1(messages, o);
@@ -343,4 +355,110 @@ TEST_CASE("loader: merges in both forms, flags, and named errors", "[tokenizer][
   CHECK_THROWS_AS(Tokenizer::from_json_text("{not json"), deepseek::Error);
   CHECK_THROWS_AS(Tokenizer::from_file("/nonexistent/dir"), deepseek::Error);
   CHECK_THROWS_AS(a.encode("x", true), deepseek::Error);  // no tokenizer_config: no BOS known
+}
+
+// Issue 14: hostile tokenizer files and chat inputs, one case per class.
+TEST_CASE("hostile tokenizer.json: shared ids, duplicate keys, deep nesting, bad files", "[tokenizer][hostile]") {
+  using Catch::Matchers::Contains;
+  const json j = mini_tokenizer();
+  // Two tokens sharing an id: decode would depend on hash order.
+  json shared = j;
+  shared["model"]["vocab"]["ll"] = 256;  // "he" has 256 too
+  CHECK_THAT(reason_of(shared), Contains("vocab id 256 is shared by") && Contains("model.vocab"));
+  // A vocab key given twice (nlohmann would keep the last silently).
+  std::string text = j.dump();
+  const size_t at = text.find("\"vocab\":{") + 9;
+  text.insert(at, "\"he\":300,");
+  try {
+    Tokenizer::from_json_text(text, {}, "dup.json");
+    FAIL("accepted a duplicated vocab key");
+  } catch (const deepseek::Error& e) {
+    CHECK_THAT(std::string(e.what()), Contains("duplicate JSON key \"he\"") && Contains("dup.json"));
+  }
+  // Nesting beyond kMaxJsonDepth anywhere (here in an unused field) is refused, not recursed into.
+  std::string deep = j.dump();
+  deep.insert(1, "\"x\":" + std::string(100000, '[') + std::string(100000, ']') + ",");
+  CHECK_THROWS_WITH(Tokenizer::from_json_text(deep), Contains("kMaxJsonDepth"));
+  // Same for tokenizer_config.json, and a config field of the wrong type names itself.
+  CHECK_THROWS_WITH(Tokenizer::from_json_text(j.dump(), std::string(200, '[')), Contains("kMaxJsonDepth"));
+  CHECK_THROWS_WITH(Tokenizer::from_json_text(j.dump(), R"({"bos_token": 5})"), Contains("bos_token") && Contains("found 5"));
+  CHECK_THROWS_WITH(Tokenizer::from_json_text(j.dump(), R"({"bos_token": "<s>", "bos_token": "<s>"})"), Contains("duplicate JSON key"));
+  // Messages do not echo unbounded input.
+  json huge = j;
+  huge["model"]["type"] = std::string(1 << 20, 'U');
+  CHECK(reason_of(huge).size() < 400);
+  // A FIFO or a directory named tokenizer.json is refused at once (used to block / fail vaguely).
+  const std::string dir = "/tmp/deepseek-tok-hostile-" + std::to_string(::getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir + "/d/tokenizer.json");
+  REQUIRE(::mkfifo((dir + "/tokenizer.json").c_str(), 0600) == 0);
+  CHECK_THROWS_WITH(Tokenizer::from_file(dir), Contains("is a FIFO"));
+  CHECK_THROWS_WITH(Tokenizer::from_file(dir + "/d"), Contains("is a directory"));  // d/tokenizer.json/
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("long BPE pieces merge like a plain lowest-rank-leftmost reference", "[tokenizer][bpe]") {
+  // The heap path (pieces over 64 bytes) against the textbook loop, on random runs of the mini
+  // vocabulary's letters (one piece each: the mini pre-tokenizer splits only digits).
+  const Tokenizer t = Tokenizer::from_json_text(mini_tokenizer().dump());
+  const std::vector<std::pair<std::string, std::string>> merges = {{"h", "e"}, {"l", "l"}, {"he", "ll"}, {"hell", "o"}, {" ", "w"}};
+  const std::map<std::string, TokenId> ids = {{"he", 256}, {"ll", 257}, {"hell", 258}, {"hello", 259}, {" w", 260}};
+  auto reference = [&](const std::string& s) {
+    std::vector<std::string> sym;
+    for (char c : s) sym.emplace_back(1, c);
+    for (;;) {
+      size_t best = sym.size(), best_rank = merges.size();
+      for (size_t i = 0; i + 1 < sym.size(); ++i)
+        for (size_t r = 0; r < best_rank; ++r)
+          if (merges[r].first == sym[i] && merges[r].second == sym[i + 1]) {
+            best = i;
+            best_rank = r;
+          }
+      if (best == sym.size()) break;
+      sym[best] += sym[best + 1];
+      sym.erase(sym.begin() + long(best) + 1);
+    }
+    std::vector<TokenId> out;
+    for (const auto& x : sym) out.push_back(x.size() == 1 ? TokenId(static_cast<unsigned char>(x[0])) : ids.at(x));
+    return out;
+  };
+  std::mt19937 rng(7);
+  const std::string letters = "hello w";
+  for (int trial = 0; trial < 40; ++trial) {
+    std::string s(65 + rng() % 400, 'h');
+    for (auto& c : s) c = letters[rng() % letters.size()];
+    INFO(s);
+    CHECK(t.encode(s) == reference(s));
+  }
+  // One letter repeated 3 MB: one piece, linear-ish time, ids as the reference rule gives them.
+  const std::string run(3 << 20, 'l');
+  const auto got = t.encode(run);
+  REQUIRE(got.size() == run.size() / 2);
+  CHECK(std::all_of(got.begin(), got.end(), [](TokenId id) { return id == 257; }));
+}
+
+TEST_CASE("chat: unknown roles and misplaced tool_calls are errors, not dropped", "[tokenizer][chat][hostile]") {
+  using Catch::Matchers::Contains;
+  using deepseek::chat::Message;
+  using deepseek::chat::ToolCall;
+  const auto wizard = deepseek::chat::messages_from_json(json::parse(R"([{"role":"wizard","content":"hi"},{"role":"user","content":"x"}])"));
+  CHECK_THROWS_WITH(deepseek::chat::format_v3(wizard), Contains("message 0 has role \"wizard\""));
+  CHECK_THROWS_WITH(deepseek::chat::format_r1(wizard), Contains("ignore_unknown_roles"));
+  deepseek::chat::ChatOptions o;
+  o.ignore_unknown_roles = true;
+  CHECK(deepseek::chat::format_v3(wizard, o) == o.bos_token + "<｜User｜>x");
+  // tool_calls the template would drop: on a user turn, or on an assistant turn with content.
+  const std::vector<Message> on_user = {Message{"user", std::string("q"), {ToolCall{"function", "f", "{}"}}}};
+  CHECK_THROWS_WITH(deepseek::chat::format_v3(on_user), Contains("tool_calls"));
+  const std::vector<Message> with_content = {Message{"user", std::string("q"), {}},
+                                             Message{"assistant", std::string(""), {ToolCall{"function", "f", "{}"}}}};
+  CHECK_THROWS_WITH(deepseek::chat::format_v3(with_content), Contains("null content"));
+  // Role names are cut short in the message.
+  const std::vector<Message> long_role = {Message{std::string(1 << 20, 'r'), std::string("x"), {}}};
+  try {
+    deepseek::chat::format_v3(long_role);
+    FAIL("accepted");
+  } catch (const deepseek::Error& e) {
+    CHECK(std::string(e.what()).size() < 400);
+  }
 }

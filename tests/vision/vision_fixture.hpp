@@ -47,10 +47,12 @@ inline std::string crc32_hex(const std::vector<uint8_t>& b) {
   return s;
 }
 
-// Pillow's decoded RGB of a manifest entry: the stored lossless PNG for JPEG sources (stb and
-// libjpeg-turbo differ by a few LSB), else our decode, which test_image proves equal to Pillow's.
+// Pillow's decoded RGB of a manifest entry: our decode of the source, which test_image proves
+// equal to Pillow's, except JPEG without libjpeg-turbo (stb is a few LSB off): then the stored
+// lossless PNG of Pillow's decode. With libjpeg-turbo the preprocessing tests thus run end to end
+// from the JPEG file.
 inline deepseek::vision::Image pillow_pixels(const nlohmann::json& entry) {
-  if (entry.contains("pillow_png"))
+  if (entry.contains("pillow_png") && std::string(deepseek::vision::jpeg_decoder()) != "libjpeg-turbo")
     return deepseek::vision::load_image(fixture(entry["pillow_png"].get<std::string>()));
   return deepseek::vision::load_image(fixture(entry["file"].get<std::string>()));
 }

@@ -7,11 +7,13 @@
 // microseconds, a large share of a small GEMV. A parallel_for issued from inside a worker runs
 // serially on that worker (no nested fan-out, no deadlock).
 //
-// The thread count is settable (set_num_threads, or DEEPSEEK_NUM_THREADS in the environment);
-// the default is std::thread::hardware_concurrency().
+// The thread count is settable (set_num_threads, or DEEPSEEK_NUM_THREADS in the environment),
+// at most kMaxThreads (core/limits.hpp); the default is std::thread::hardware_concurrency().
 #pragma once
 
+#include "deepseek/core/checked.hpp"
 #include "deepseek/core/error.hpp"
+#include "deepseek/core/limits.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -144,10 +146,8 @@ class ThreadPool {
 
 namespace detail {
 inline int default_thread_count() {
-  if (const char* env = std::getenv("DEEPSEEK_NUM_THREADS")) {
-    const int n = std::atoi(env);
-    if (n > 0) return n;
-  }
+  if (const char* env = std::getenv("DEEPSEEK_NUM_THREADS"))
+    return int(parse_integer(env, 1, kMaxThreads, "DEEPSEEK_NUM_THREADS"));
   const unsigned hc = std::thread::hardware_concurrency();
   return hc ? static_cast<int>(hc) : 1;
 }
@@ -170,7 +170,8 @@ inline ThreadPool& thread_pool() {
 
 // Replaces the pool; call it while no parallel work is running.
 inline void set_num_threads(int n) {
-  if (n < 1) throw Error("thread count must be at least 1, got " + std::to_string(n));
+  if (n < 1 || n > kMaxThreads)
+    throw Error("thread count " + std::to_string(n) + " is out of range [1, " + std::to_string(kMaxThreads) + "] (kMaxThreads)");
   std::lock_guard<std::mutex> lock(detail::pool_mutex());
   detail::pool_slot() = std::make_unique<ThreadPool>(n);
 }

@@ -68,6 +68,11 @@ class SpeculativeGenerator {
     const int64_t V = c.vocab_size, d = c.hidden_size, n = int64_t(prompt.size());
     if (prompt.empty()) throw Error("the prompt is empty");
     if (cache_.size() != 0) throw Error("speculative generation starts a new sequence: the KV cache must be empty");
+    if (o_.no_repeat_ngram_size != 0) throw Error("no_repeat_ngram_size is not supported with speculative decoding");
+    // Bounded first, so the sum below cannot overflow (max_new_tokens may come from a user).
+    if (o_.max_new_tokens < 0 || o_.max_new_tokens > c.max_position_embeddings)
+      throw Error("max_new_tokens " + std::to_string(o_.max_new_tokens) + " is out of range [0, " +
+                  std::to_string(c.max_position_embeddings) + "] (max_position_embeddings)");
     const int64_t need = n + o_.max_new_tokens;
     if (need > cache_.capacity())
       throw Error("prompt (" + std::to_string(n) + " tokens) + max_new_tokens (" + std::to_string(o_.max_new_tokens) +

@@ -4,7 +4,9 @@
 // index names but the shard lacks, shard names that leave the directory). Without an index the
 // weights are model.safetensors, as transformers reads them; other *.safetensors files next to it
 // are not weights of the model. A directory with config.json and no weights opens too
-// (deepseek-cli info reads such).
+// (deepseek-cli info reads such). Every file is opened only if it is a regular file or a symlink
+// to one (Hugging Face's cache is symlinks into its blob store); a FIFO, device or directory in
+// its place is an error, never a blocking open (core/file.hpp).
 #pragma once
 
 #include "deepseek/core/error.hpp"
@@ -30,12 +32,16 @@ inline std::map<std::string, std::string> parse_safetensors_index(const Json& j,
   std::map<std::string, std::string> out;
   for (auto it = wm->begin(); it != wm->end(); ++it) {
     if (!it.value().is_string())
-      throw Error("shard name must be a string", at_field("weight_map." + it.key(), file));
+      throw Error("shard name must be a string", at_field("weight_map." + excerpt(it.key()), file));
     const std::string shard = it.value().get<std::string>();
+    // A NUL or other control byte would make the name the OS sees differ from the one checked
+    // here ("a.safetensors\0x" opens a.safetensors).
+    const bool control = std::any_of(shard.begin(), shard.end(), [](char ch) { return static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f; });
     if (shard.empty() || shard.find('/') != std::string::npos || shard.find('\\') != std::string::npos ||
-        shard == "." || shard == "..")
-      throw Error("shard name \"" + shard + "\" must be a plain file name in the checkpoint directory",
-                  at_field("weight_map." + it.key(), file));
+        shard == "." || shard == ".." || control)
+      throw Error("shard name \"" + excerpt(shard) + "\" must be a plain file name in the checkpoint directory" +
+                      (control ? " (it contains a control character)" : ""),
+                  at_field("weight_map." + excerpt(it.key()), file));
     out[it.key()] = shard;
   }
   return out;
@@ -61,13 +67,13 @@ class Checkpoint {
         if (!shard_ids.count(shard)) {
           const fs::path sp = fs::path(dir) / shard;
           if (!fs::exists(sp))
-            throw Error("index names shard \"" + shard + "\" which does not exist", at_tensor(name, ipath));
+            throw Error("index names shard \"" + shard + "\" which does not exist", at_tensor(excerpt(name, 200), ipath));
           shard_ids[shard] = c->files_.size();
           c->files_.push_back(SafetensorsFile::open(sp.string()));
         }
         const size_t f = shard_ids[shard];
         const TensorInfo* t = c->files_[f]->find(name);
-        if (!t) throw Error("index places the tensor in \"" + shard + "\" but that shard lacks it", at_tensor(name, ipath));
+        if (!t) throw Error("index places the tensor in \"" + shard + "\" but that shard lacks it", at_tensor(excerpt(name, 200), ipath));
         c->entries_.emplace(name, Entry{f, t});
       }
     } else if (fs::exists(fs::path(dir) / "model.safetensors")) {

@@ -9,14 +9,21 @@
 // present but of the wrong type, values out of range and contradictions (topk_group > n_group,
 // experts not divisible into groups, both RoPE spellings disagreeing, ...) are errors naming the
 // field. hidden_size, num_hidden_layers, num_attention_heads and vocab_size are required.
+// Every integer is range-checked into its type (never truncated or wrapped) against the policy
+// limits of core/limits.hpp (kMaxModelDim per width, kMaxVocab, kMaxPositions, kMaxLayers), and
+// the parameter count the config implies must stay within kMaxParameters, so sizes derived from
+// it (model_info, cache and buffer sizes) cannot overflow. Floats must be finite and in range
+// (rms_norm_eps > 0, ...): a value that would only give NaN logits is refused where it is read.
 #pragma once
 
+#include "deepseek/core/checked.hpp"
 #include "deepseek/core/error.hpp"
+#include "deepseek/core/limits.hpp"
 #include "deepseek/io/json.hpp"
 
+#include <algorithm>
 #include <cmath>
-#include <fstream>
-#include <sstream>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -112,51 +119,56 @@ class ConfigReader {
   bool has(const char* k) const { return j_.contains(k) && !j_.at(k).is_null(); }
   ErrorWhere where(const std::string& k) const { return at_field(prefix_ + k, file_); }
 
-  int64_t integer(const char* k, int64_t def, int64_t lo = 0, int64_t hi = (int64_t(1) << 40)) const {
+  // An integer in [lo, hi] (by default a width: [0, kMaxModelDim]).
+  int64_t integer(const char* k, int64_t def, int64_t lo = 0, int64_t hi = kMaxModelDim) const {
     if (!has(k)) return def;
     const Json& v = j_.at(k);
-    if (!v.is_number_integer()) {
-      // Some configs write integral values as floats (e.g. 40.0); accept exact ones.
-      if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>()) {
-        const double d = v.get<double>();  // range-check before the cast: out-of-range casts are UB
-        if (d < double(lo) || d > double(hi)) throw Error("value " + v.dump() + " is out of range", where(k));
-        return int64_t(d);
-      }
-      throw Error("expected an integer, found " + v.dump(), where(k));
+    if (v.is_number_unsigned()) return checked_cast<int64_t>(v.get<uint64_t>(), lo, hi, prefix_ + k, where(k));
+    if (v.is_number_integer()) return checked_cast<int64_t>(v.get<int64_t>(), lo, hi, prefix_ + k, where(k));
+    // Some configs write integral values as floats (e.g. 40.0); accept exact ones.
+    if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>()) {
+      const double d = v.get<double>();  // range-check before the cast: out-of-range casts are UB
+      if (!(d >= double(lo) && d <= double(hi)))
+        throw Error(prefix_ + k + " = " + json_excerpt(v) + " is out of range " + range_str(lo, hi), where(k));
+      return int64_t(d);
     }
-    return checked(k, v.get<int64_t>(), lo, hi);
+    throw Error("expected an integer, found " + json_excerpt(v), where(k));
   }
-  int64_t required_integer(const char* k, int64_t lo = 1, int64_t hi = (int64_t(1) << 40)) const {
+  int64_t required_integer(const char* k, int64_t lo = 1, int64_t hi = kMaxModelDim) const {
     if (!has(k)) throw Error("required field is missing", where(k));
     return integer(k, 0, lo, hi);
   }
-  double number(const char* k, double def) const {
+  // A finite number in [lo, hi]; `lo_open` excludes lo itself (rms_norm_eps > 0).
+  double number(const char* k, double def, double lo = -HUGE_VAL, double hi = HUGE_VAL, bool lo_open = false) const {
     if (!has(k)) return def;
     const Json& v = j_.at(k);
-    if (!v.is_number()) throw Error("expected a number, found " + v.dump(), where(k));
+    if (!v.is_number()) throw Error("expected a number, found " + json_excerpt(v), where(k));
     const double d = v.get<double>();
     if (!std::isfinite(d)) throw Error("expected a finite number", where(k));
+    if (d < lo || d > hi || (lo_open && d == lo))
+      throw Error(prefix_ + k + " = " + json_excerpt(v) + " is out of range " + (lo_open ? "(" : "[") + num(lo) + ", " + num(hi) + "]",
+                  where(k));
     return d;
   }
   bool boolean(const char* k, bool def) const {
     if (!has(k)) return def;
     const Json& v = j_.at(k);
-    if (!v.is_boolean()) throw Error("expected true or false, found " + v.dump(), where(k));
+    if (!v.is_boolean()) throw Error("expected true or false, found " + json_excerpt(v), where(k));
     return v.get<bool>();
   }
   std::string string(const char* k, const std::string& def) const {
     if (!has(k)) return def;
     const Json& v = j_.at(k);
-    if (!v.is_string()) throw Error("expected a string, found " + v.dump(), where(k));
+    if (!v.is_string()) throw Error("expected a string, found " + json_excerpt(v), where(k));
     return v.get<std::string>();
   }
 
  private:
-  int64_t checked(const char* k, int64_t v, int64_t lo, int64_t hi) const {
-    if (v < lo || v > hi)
-      throw Error("value " + std::to_string(v) + " is out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]",
-                  where(k));
-    return v;
+  static std::string num(double d) {
+    if (std::isinf(d)) return d < 0 ? "-inf" : "inf";
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", d);
+    return buf;
   }
   const Json& j_;
   std::string file_, prefix_;
@@ -169,19 +181,19 @@ inline RopeScaling parse_rope(const Json& r, const std::string& file, const std:
   std::string type = rd.has("rope_type") ? rd.string("rope_type", "") : rd.string("type", "default");
   if (rd.has("rope_type") && rd.has("type") && rd.string("type", "") != type)
     throw Error("\"type\" and \"rope_type\" disagree", at_field(field, file));
-  if (theta_out && rd.has("rope_theta")) *theta_out = rd.number("rope_theta", *theta_out);
+  if (theta_out && rd.has("rope_theta")) *theta_out = rd.number("rope_theta", *theta_out, 0.0, HUGE_VAL, /*lo_open=*/true);
   if (type == "default") return s;
   if (type != "yarn")
-    throw Error("unsupported rope type \"" + type + "\" (supported: default, yarn)", at_field(field + ".type", file));
+    throw Error("unsupported rope type \"" + excerpt(type) + "\" (supported: default, yarn)", at_field(field + ".type", file));
   s.type = RopeType::yarn;
   if (!rd.has("factor")) throw Error("yarn needs a factor", at_field(field + ".factor", file));
   s.factor = rd.number("factor", 1.0);
   if (s.factor < 1.0) throw Error("yarn factor must be >= 1", at_field(field + ".factor", file));
-  s.original_max_position_embeddings = rd.integer("original_max_position_embeddings", 0, 1);
-  s.beta_fast = rd.number("beta_fast", 32.0);
-  s.beta_slow = rd.number("beta_slow", 1.0);
-  s.mscale = rd.number("mscale", 0.0);
-  s.mscale_all_dim = rd.number("mscale_all_dim", 0.0);
+  s.original_max_position_embeddings = rd.integer("original_max_position_embeddings", 0, 1, kMaxPositions);
+  s.beta_fast = rd.number("beta_fast", 32.0, 0.0, HUGE_VAL, /*lo_open=*/true);
+  s.beta_slow = rd.number("beta_slow", 1.0, 0.0, HUGE_VAL, /*lo_open=*/true);
+  s.mscale = rd.number("mscale", 0.0, 0.0);
+  s.mscale_all_dim = rd.number("mscale_all_dim", 0.0, 0.0);
   return s;
 }
 
@@ -189,6 +201,28 @@ inline bool same_rope(const RopeScaling& a, const RopeScaling& b) {
   return a.type == b.type && a.factor == b.factor &&
          a.original_max_position_embeddings == b.original_max_position_embeddings && a.beta_fast == b.beta_fast &&
          a.beta_slow == b.beta_slow && a.mscale == b.mscale && a.mscale_all_dim == b.mscale_all_dim;
+}
+
+// An upper bound on the parameters the config implies (main layers, MTP modules, embedding and
+// head), in double so it cannot overflow; models::model_info counts them exactly in int64, which
+// this bound keeps from overflowing.
+inline double parameter_bound(const ModelConfig& c) {
+  const double d = double(c.hidden_size), H = double(c.num_attention_heads), V = double(c.vocab_size);
+  double attn;
+  if (c.use_mla) {
+    const double qk = double(c.qk_nope_head_dim + c.qk_rope_head_dim), q = double(c.q_lora_rank), kv = double(c.kv_lora_rank);
+    attn = d * q + q + std::max(q, d) * H * qk + d * (kv + double(c.qk_rope_head_dim)) + kv +
+           kv * H * double(c.qk_nope_head_dim + c.v_head_dim) + H * double(c.v_head_dim) * d +
+           (q + 2 * d + 2) * double(c.index_n_heads + 1) * double(c.index_head_dim + 1);
+  } else {
+    attn = 2 * d * (H + double(c.num_key_value_heads)) * double(c.head_dim + 1) + d;
+  }
+  const double E = double(c.n_routed_experts);
+  const double mlp = std::max(3 * d * double(c.intermediate_size),
+                              E * (d + 1) + 3 * d * double(c.moe_intermediate_size) * (E + double(c.n_shared_experts)));
+  const double layer = attn + mlp + 2 * d;
+  const double mtp = double(c.num_nextn_predict_layers);
+  return 2 * V * d + d + (double(c.num_hidden_layers) + mtp) * layer + mtp * (3 * d + 2 * d * d + 2 * V * d);
 }
 
 }  // namespace detail
@@ -222,16 +256,16 @@ inline ModelConfig parse_config(const Json& root, const std::string& file = "con
     jp = &root.at("language_config");
     prefix = "language_config.";
   } else if (c.model_type != "deepseek_v2" && c.model_type != "deepseek_v3" && c.model_type != "deepseek_v32") {
-    throw Error("unsupported model_type \"" + c.model_type + "\" (supported: deepseek_v2, deepseek_v3, deepseek_v32, deepseek_vl_v2)",
+    throw Error("unsupported model_type \"" + excerpt(c.model_type) + "\" (supported: deepseek_v2, deepseek_v3, deepseek_v32, deepseek_vl_v2)",
                 at_field("model_type", file));
   }
   const Json& j = *jp;
   detail::ConfigReader r(j, file, prefix);
   const bool v2_like = c.model_type == "deepseek_v2" || c.model_type == "deepseek_vl_v2";
 
-  c.vocab_size = r.required_integer("vocab_size");
+  c.vocab_size = r.required_integer("vocab_size", 1, kMaxVocab);
   c.hidden_size = r.required_integer("hidden_size");
-  c.num_hidden_layers = static_cast<int>(r.required_integer("num_hidden_layers", 1, 100000));
+  c.num_hidden_layers = static_cast<int>(r.required_integer("num_hidden_layers", 1, kMaxLayers));
   c.num_attention_heads = static_cast<int>(r.required_integer("num_attention_heads", 1, 100000));
   c.num_key_value_heads = static_cast<int>(r.integer("num_key_value_heads", c.num_attention_heads, 1, 100000));
   c.intermediate_size = r.integer("intermediate_size", v2_like ? 11008 : 18432, 1);
@@ -245,9 +279,9 @@ inline ModelConfig parse_config(const Json& root, const std::string& file = "con
   c.topk_method = r.string("topk_method", v2_like ? "greedy" : "noaux_tc");
   c.scoring_func = r.string("scoring_func", v2_like ? "softmax" : "sigmoid");
   c.norm_topk_prob = r.boolean("norm_topk_prob", !v2_like);
-  c.routed_scaling_factor = r.number("routed_scaling_factor", v2_like ? 1.0 : 2.5);
-  c.first_k_dense_replace = static_cast<int>(r.integer("first_k_dense_replace", v2_like ? 0 : 3, 0, 100000));
-  c.moe_layer_freq = static_cast<int>(r.integer("moe_layer_freq", 1, 1, 100000));
+  c.routed_scaling_factor = r.number("routed_scaling_factor", v2_like ? 1.0 : 2.5, 0.0, HUGE_VAL, /*lo_open=*/true);
+  c.first_k_dense_replace = static_cast<int>(r.integer("first_k_dense_replace", v2_like ? 0 : 3, 0, kMaxLayers));
+  c.moe_layer_freq = static_cast<int>(r.integer("moe_layer_freq", 1, 1, kMaxLayers));
 
   c.use_mla = r.boolean("use_mla", true);
   // null (V2-Lite) means no q compression; absent means the config class default.
@@ -258,23 +292,30 @@ inline ModelConfig parse_config(const Json& root, const std::string& file = "con
   c.v_head_dim = r.integer("v_head_dim", 128, 0);
   c.attention_bias = r.boolean("attention_bias", false);
   c.rope_interleave = r.boolean("rope_interleave", true);
-  c.max_position_embeddings = r.integer("max_position_embeddings", c.model_type == "deepseek_v32" ? 163840 : (v2_like ? 2048 : 4096), 1);
-  c.rms_norm_eps = r.number("rms_norm_eps", 1e-6);
+  c.max_position_embeddings =
+      r.integer("max_position_embeddings", c.model_type == "deepseek_v32" ? 163840 : (v2_like ? 2048 : 4096), 1, kMaxPositions);
+  // eps <= 0 makes 1/sqrt(mean(x^2) + eps) infinite or NaN for small rows: NaN logits, not an error.
+  c.rms_norm_eps = r.number("rms_norm_eps", 1e-6, 0.0, 1.0, /*lo_open=*/true);
   c.hidden_act = r.string("hidden_act", "silu");
   c.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
-  c.bos_token_id = r.integer("bos_token_id", v2_like ? 1 : 0, -1);
+  // -1 (or null) means none; ids are checked against vocab_size below.
+  c.bos_token_id = r.integer("bos_token_id", v2_like ? 1 : 0, -1, kMaxVocab);
   if (j.contains("eos_token_id") && j.at("eos_token_id").is_array()) {
-    for (const auto& e : j.at("eos_token_id")) {
-      if (!e.is_number_integer()) throw Error("expected integers", r.where("eos_token_id"));
-      c.eos_token_ids.push_back(e.get<int64_t>());
+    const Json& arr = j.at("eos_token_id");
+    for (size_t i = 0; i < arr.size(); ++i) {
+      const std::string f = "eos_token_id[" + std::to_string(i) + "]";
+      if (!arr[i].is_number_integer()) throw Error("expected an integer, found " + json_excerpt(arr[i]), r.where(f));
+      c.eos_token_ids.push_back(arr[i].is_number_unsigned()
+                                    ? checked_cast<int64_t>(arr[i].get<uint64_t>(), 0, c.vocab_size - 1, prefix + f, r.where(f))
+                                    : checked_cast<int64_t>(arr[i].get<int64_t>(), 0, c.vocab_size - 1, prefix + f, r.where(f)));
     }
   } else {
-    c.eos_token_ids.push_back(r.integer("eos_token_id", v2_like ? 2 : 1, -1));
+    c.eos_token_ids.push_back(r.integer("eos_token_id", v2_like ? 2 : 1, -1, kMaxVocab));
   }
   c.num_nextn_predict_layers = static_cast<int>(r.integer("num_nextn_predict_layers", r.integer("num_mtp_layers", 0, 0, 64), 0, 64));
 
   // RoPE: released style (rope_scaling + top-level rope_theta) and/or transformers-5 style.
-  c.rope_theta = r.number("rope_theta", 10000.0);
+  c.rope_theta = r.number("rope_theta", 10000.0, 0.0, HUGE_VAL, /*lo_open=*/true);
   bool have_scaling = r.has("rope_scaling"), have_params = r.has("rope_parameters");
   RopeScaling from_scaling, from_params;
   double theta_params = c.rope_theta;
@@ -290,13 +331,17 @@ inline ModelConfig parse_config(const Json& root, const std::string& file = "con
   if (c.rope_scaling.type == RopeType::yarn && c.rope_scaling.original_max_position_embeddings == 0) {
     // transformers falls back to max_position_embeddings / factor when the original length is absent.
     c.rope_scaling.original_max_position_embeddings =
-        static_cast<int64_t>(c.max_position_embeddings / c.rope_scaling.factor);
+        static_cast<int64_t>(double(c.max_position_embeddings) / c.rope_scaling.factor);
+    if (c.rope_scaling.original_max_position_embeddings < 1)
+      throw Error("yarn factor " + std::to_string(c.rope_scaling.factor) +
+                      " leaves no original context (max_position_embeddings / factor < 1); give original_max_position_embeddings",
+                  r.where((have_params ? "rope_parameters" : "rope_scaling") + std::string(".factor")));
   }
 
   // V3.2 indexer
   c.index_n_heads = static_cast<int>(r.integer("index_n_heads", c.model_type == "deepseek_v32" ? 64 : 0, 0, 4096));
   c.index_head_dim = r.integer("index_head_dim", c.model_type == "deepseek_v32" ? 128 : 0, 0);
-  c.index_topk = r.integer("index_topk", c.model_type == "deepseek_v32" ? 2048 : 0, 0);
+  c.index_topk = r.integer("index_topk", c.model_type == "deepseek_v32" ? 2048 : 0, 0, kMaxPositions);
 
   // The OCR decoder is plain multi-head attention: use_mla false, head_dim = hidden / heads.
   if (!c.use_mla) {
@@ -311,31 +356,39 @@ inline ModelConfig parse_config(const Json& root, const std::string& file = "con
     detail::ConfigReader qr(q, file, "quantization_config.");
     const std::string method = qr.string("quant_method", "");
     if (method != "fp8")
-      throw Error("unsupported quantization method \"" + method + "\" (supported: fp8)", qr.where("quant_method"));
+      throw Error("unsupported quantization method \"" + excerpt(method) + "\" (supported: fp8)", qr.where("quant_method"));
     const std::string fmt = qr.string("fmt", "e4m3");
-    if (fmt != "e4m3") throw Error("unsupported fp8 format \"" + fmt + "\" (supported: e4m3)", qr.where("fmt"));
+    if (fmt != "e4m3") throw Error("unsupported fp8 format \"" + excerpt(fmt) + "\" (supported: e4m3)", qr.where("fmt"));
     c.quantization.fp8 = true;
     if (q.contains("weight_block_size")) {
       const Json& b = q.at("weight_block_size");
-      if (!b.is_array() || b.size() != 2 || !b[0].is_number_unsigned() || !b[1].is_number_unsigned() ||
-          b[0].get<int64_t>() < 1 || b[1].get<int64_t>() < 1)
+      if (!b.is_array() || b.size() != 2 || !b[0].is_number_integer() || !b[1].is_number_integer())
         throw Error("expected [rows, cols] of positive integers", qr.where("weight_block_size"));
-      c.quantization.block_rows = b[0].get<int>();
-      c.quantization.block_cols = b[1].get<int>();
+      int* out[2] = {&c.quantization.block_rows, &c.quantization.block_cols};
+      for (int i = 0; i < 2; ++i) {
+        const std::string f = "quantization_config.weight_block_size[" + std::to_string(i) + "]";
+        *out[i] = b[i].is_number_unsigned() ? checked_cast<int>(b[i].get<uint64_t>(), 1, kMaxModelDim, f, qr.where("weight_block_size"))
+                                            : checked_cast<int>(b[i].get<int64_t>(), 1, kMaxModelDim, f, qr.where("weight_block_size"));
+      }
     }
     const std::string sf = qr.string("scale_fmt", "");
-    if (!sf.empty() && sf != "ue8m0") throw Error("unsupported scale_fmt \"" + sf + "\"", qr.where("scale_fmt"));
+    if (!sf.empty() && sf != "ue8m0") throw Error("unsupported scale_fmt \"" + excerpt(sf) + "\"", qr.where("scale_fmt"));
     c.quantization.scale_ue8m0 = sf == "ue8m0";
   }
 
   // Contradictions.
-  if (c.hidden_act != "silu") throw Error("unsupported hidden_act \"" + c.hidden_act + "\" (DeepSeek models use silu)", r.where("hidden_act"));
+  if (c.hidden_act != "silu") throw Error("unsupported hidden_act \"" + excerpt(c.hidden_act) + "\" (DeepSeek models use silu)", r.where("hidden_act"));
   if (c.use_mla) {
     if (c.kv_lora_rank < 1) throw Error("MLA needs kv_lora_rank >= 1", r.where("kv_lora_rank"));
     if (c.qk_rope_head_dim < 2 || c.qk_rope_head_dim % 2) throw Error("qk_rope_head_dim must be even and >= 2", r.where("qk_rope_head_dim"));
     if (c.v_head_dim < 1) throw Error("v_head_dim must be >= 1", r.where("v_head_dim"));
-  } else if (c.hidden_size % c.num_attention_heads && !r.has("head_dim")) {
-    throw Error("hidden_size is not divisible by num_attention_heads", r.where("num_attention_heads"));
+  } else {
+    if (c.hidden_size % c.num_attention_heads && !r.has("head_dim"))
+      throw Error("hidden_size is not divisible by num_attention_heads", r.where("num_attention_heads"));
+    if (c.num_key_value_heads > c.num_attention_heads || c.num_attention_heads % c.num_key_value_heads)
+      throw Error("num_attention_heads (" + std::to_string(c.num_attention_heads) + ") is not a multiple of num_key_value_heads (" +
+                      std::to_string(c.num_key_value_heads) + ")",
+                  r.where("num_key_value_heads"));
   }
   if (c.has_moe()) {
     if (c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.n_routed_experts)
@@ -345,9 +398,9 @@ inline ModelConfig parse_config(const Json& root, const std::string& file = "con
                   r.where("n_group"));
     if (c.topk_group > c.n_group) throw Error("topk_group is larger than n_group", r.where("topk_group"));
     if (c.scoring_func != "softmax" && c.scoring_func != "sigmoid")
-      throw Error("unsupported scoring_func \"" + c.scoring_func + "\"", r.where("scoring_func"));
+      throw Error("unsupported scoring_func \"" + excerpt(c.scoring_func) + "\"", r.where("scoring_func"));
     if (c.topk_method != "greedy" && c.topk_method != "group_limited_greedy" && c.topk_method != "noaux_tc")
-      throw Error("unsupported topk_method \"" + c.topk_method + "\"", r.where("topk_method"));
+      throw Error("unsupported topk_method \"" + excerpt(c.topk_method) + "\"", r.where("topk_method"));
     if (c.topk_method == "noaux_tc" && c.scoring_func != "sigmoid")
       throw Error("topk_method noaux_tc needs scoring_func sigmoid", r.where("scoring_func"));
     if (c.topk_method != "greedy" && c.topk_group * (c.n_routed_experts / c.n_group) < c.num_experts_per_tok)
@@ -359,17 +412,18 @@ inline ModelConfig parse_config(const Json& root, const std::string& file = "con
     throw Error("the V3.2 indexer needs index_head_dim >= qk_rope_head_dim, index_topk >= 1 and q_lora_rank >= 1",
                 r.where("index_head_dim"));
   for (int64_t e : c.eos_token_ids)
-    if (e >= c.vocab_size) throw Error("eos_token_id is outside the vocabulary", r.where("eos_token_id"));
-  if (c.bos_token_id >= c.vocab_size) throw Error("bos_token_id is outside the vocabulary", r.where("bos_token_id"));
+    if (e >= c.vocab_size)
+      throw Error("eos_token_id " + std::to_string(e) + " is outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")",
+                  r.where("eos_token_id"));
+  if (c.bos_token_id >= c.vocab_size)
+    throw Error("bos_token_id " + std::to_string(c.bos_token_id) + " is outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")",
+                r.where("bos_token_id"));
+  const double params = detail::parameter_bound(c);
+  if (params > double(kMaxParameters))
+    throw Error("the config describes " + std::to_string(params) + " parameters, more than the limit of " +
+                    std::to_string(kMaxParameters) + " (kMaxParameters)",
+                r.where("hidden_size"));
   return c;
-}
-
-inline std::string read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot open", in_file(path));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 inline ModelConfig load_config(const std::string& path) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "deepseek/core/error.hpp"
+#include "deepseek/core/file.hpp"
 
 #include <cerrno>
 #include <cstdint>
@@ -19,17 +20,14 @@ namespace deepseek::io {
 
 class MappedFile {
  public:
+  // Regular files and symlinks to them only (core/file.hpp): a FIFO or device is refused without
+  // blocking.
   static std::shared_ptr<MappedFile> open(const std::string& path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw Error(std::string("cannot open: ") + std::strerror(errno), in_file(path));
-    struct stat st {};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd);
-      throw Error("not a regular file", in_file(path));
-    }
+    uint64_t size = 0;
+    const int fd = open_regular_file(path, size);
     auto f = std::shared_ptr<MappedFile>(new MappedFile());
     f->path_ = path;
-    f->size_ = static_cast<size_t>(st.st_size);
+    f->size_ = static_cast<size_t>(size);
     if (f->size_ > 0) {
       void* p = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
       if (p == MAP_FAILED) {

@@ -40,9 +40,6 @@ struct SafetensorsHeader {
   std::map<std::string, std::string> metadata;
 };
 
-// Largest header we accept: real checkpoints' headers are well under 10 MB.
-inline constexpr uint64_t kMaxSafetensorsHeader = 100ull << 20;
-
 // Parses and validates a header. `bytes` is the whole file (or at least its first `size` bytes,
 // where `size` is the whole file's size); `file` is used in error messages.
 inline SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t size, const std::string& file) {
@@ -51,7 +48,9 @@ inline SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t s
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];
   if (n > kMaxSafetensorsHeader)
-    throw Error("safetensors header length " + std::to_string(n) + " is larger than the 100 MB limit", in_file(file));
+    throw Error("safetensors header length " + std::to_string(n) + " is larger than the " +
+                    std::to_string(kMaxSafetensorsHeader) + "-byte (100 MiB) limit (kMaxSafetensorsHeader)",
+                in_file(file));
   if (n > size - 8)
     throw Error("safetensors header length " + std::to_string(n) + " runs past the end of the file (" +
                     std::to_string(size) + " bytes)",
@@ -61,9 +60,14 @@ inline SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t s
   const char* hb = reinterpret_cast<const char*>(bytes + 8);
   Json j = parse_json(hb, hb + n, file);
   if (!j.is_object()) throw Error("safetensors header is not a JSON object", in_file(file));
+  if (j.size() > kMaxSafetensorsTensors + 1)  // + __metadata__
+    throw Error("safetensors header lists " + std::to_string(j.size()) + " entries, more than the " +
+                    std::to_string(kMaxSafetensorsTensors) + " limit (kMaxSafetensorsTensors)",
+                in_file(file));
 
   SafetensorsHeader h;
   h.data_offset = 8 + n;
+  h.tensors.reserve(j.size());
   const uint64_t data_size = size - h.data_offset;
 
   for (auto it = j.begin(); it != j.end(); ++it) {
@@ -73,12 +77,12 @@ inline SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t s
       if (!v.is_object()) throw Error("__metadata__ is not an object", at_field("__metadata__", file));
       for (auto m = v.begin(); m != v.end(); ++m) {
         if (!m.value().is_string())
-          throw Error("__metadata__ values must be strings", at_field("__metadata__." + m.key(), file));
+          throw Error("__metadata__ values must be strings", at_field("__metadata__." + excerpt(m.key()), file));
         h.metadata[m.key()] = m.value().get<std::string>();
       }
       continue;
     }
-    auto where = at_tensor(name, file);
+    auto where = at_tensor(excerpt(name, 200), file);
     if (!v.is_object()) throw Error("tensor entry is not an object", where);
     auto dt = v.find("dtype");
     auto sh = v.find("shape");
@@ -91,7 +95,7 @@ inline SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t s
     TensorInfo t;
     t.name = name;
     auto d = dtype_from_safetensors(dt->get<std::string>());
-    if (!d) throw Error("unknown or unsupported dtype \"" + dt->get<std::string>() + "\"", where);
+    if (!d) throw Error("unknown or unsupported dtype \"" + excerpt(dt->get<std::string>()) + "\"", where);
     t.dtype = *d;
     if (sh->size() > size_t(kMaxDims))
       throw Error("rank " + std::to_string(sh->size()) + " is above the supported 4", where);
@@ -102,7 +106,7 @@ inline SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t s
       if (!x.is_number_unsigned()) throw Error("shape entries must be non-negative integers", where);
       const uint64_t dim = x.get<uint64_t>();
       if (dim > (1ull << 40) || (dim && numel > (1ull << 50) / dim))
-        throw Error("shape " + sh->dump() + " is too large", where);
+        throw Error("shape " + json_excerpt(*sh) + " is too large", where);
       numel *= dim;
       t.shape.dims[i] = static_cast<int64_t>(dim);
     }
@@ -136,10 +140,10 @@ inline SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t s
   });
   uint64_t cursor = 0;
   for (const TensorInfo* t : order) {
-    if (t->begin < cursor) throw Error("tensor data overlaps the previous tensor", at_tensor(t->name, file));
+    if (t->begin < cursor) throw Error("tensor data overlaps the previous tensor", at_tensor(excerpt(t->name, 200), file));
     if (t->begin > cursor)
       throw Error("hole of " + std::to_string(t->begin - cursor) + " bytes before this tensor's data",
-                  at_tensor(t->name, file));
+                  at_tensor(excerpt(t->name, 200), file));
     cursor = t->end;
   }
   if (cursor != data_size)

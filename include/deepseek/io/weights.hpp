@@ -101,6 +101,12 @@ class Weights {
       const int64_t sr = (rows + m.block_rows - 1) / m.block_rows, sc = (cols + m.block_cols - 1) / m.block_cols;
       if (!has(name + ".weight_scale_inv"))
         throw Error("f8_e4m3 weight without its weight_scale_inv", at_tensor(prefix_ + name + ".weight", ckpt_->dir()));
+      const TensorView scale = get(name + ".weight_scale_inv");
+      if (scale.shape() != Shape{sr, sc})
+        throw Error("expected shape " + Shape{sr, sc}.str() + " (the weight's " + Shape{rows, cols}.str() + " in " +
+                        std::to_string(m.block_rows) + "x" + std::to_string(m.block_cols) +
+                        " blocks, from quantization_config.weight_block_size) but the checkpoint has " + scale.shape().str(),
+                    at_tensor(prefix_ + name + ".weight_scale_inv", ckpt_->file_of(prefix_ + name + ".weight_scale_inv")));
       m.scale_inv = get(name + ".weight_scale_inv", Shape{sr, sc}, {DType::f32});
     } else if (has(name + ".weight_scale_inv")) {
       throw Error(std::string("weight_scale_inv present but the weight is ") + dtype_name(m.weight.dtype()) + ", not f8_e4m3",

@@ -11,7 +11,9 @@
 // index_head_dim values for the indexer key.
 #pragma once
 
+#include "deepseek/core/checked.hpp"
 #include "deepseek/core/error.hpp"
+#include "deepseek/core/limits.hpp"
 #include "deepseek/io/checkpoint.hpp"
 #include "deepseek/io/weights.hpp"
 #include "deepseek/nn/decoder_layer.hpp"
@@ -19,6 +21,7 @@
 #include "deepseek/nn/rmsnorm.hpp"
 #include "deepseek/nn/rope.hpp"
 
+#include <cmath>
 #include <functional>
 #include <memory>
 #include <string>
@@ -75,7 +78,12 @@ class DeepSeekV3 {
   int num_layers() const { return int(layers_.size()); }
   const nn::DecoderLayer<B>& layer(int l) const { return layers_[size_t(l)]; }
 
+  // Throws before allocating a cache this machine cannot hold (check_fits_in_memory).
   nn::KvCache make_cache(const CacheOptions& o = {}) const {
+    if (o.max_tokens < 1) throw Error("CacheOptions::max_tokens must be at least 1, got " + std::to_string(o.max_tokens));
+    const int64_t width = nn::DecoderLayer<B>::cache_row_width(c_);
+    check_fits_in_memory(double(c_.num_hidden_layers) * double(width) * double(o.max_tokens) * sizeof(float),
+                         "a KV cache of " + std::to_string(o.max_tokens) + " tokens");
     return nn::KvCache(c_.num_hidden_layers, nn::DecoderLayer<B>::cache_row_width(c_), o.max_tokens, o.layout, o.block_size);
   }
 
@@ -98,14 +106,21 @@ class DeepSeekV3 {
                     " is outside the vocabulary [0, " + std::to_string(V) + ")");
     std::vector<float> h(size_t(n * d));
     for (int64_t i = 0; i < n; ++i) backend::cpu::to_f32(embed_.slice_rows(ids[i], ids[i] + 1), h.data() + i * d);
-    for (size_t l = 0; l < layers_.size(); ++l) layers_[l].forward(h.data(), n, p0, cache.view(int(l)), mode);
-    cache.resize(p0 + n);
-    norm_.forward(h.data(), n, h.data());
-    if (hidden) std::copy(h.begin(), h.end(), hidden);
-    if (logits) {
-      if (all_logits) backend::Ops<B>::linear(lm_head_, h.data(), n, logits);
-      else backend::Ops<B>::linear(lm_head_, h.data() + (n - 1) * d, 1, logits);
-    }
+    run_layers(h, n, p0, cache, logits, all_logits, hidden, mode);
+  }
+
+  // The same forward from input embeddings x [n, d] instead of token ids: what a multimodal model
+  // feeds (DeepSeek-OCR: embed_tokens rows with its image rows scattered in at the <image> positions).
+  void forward_embeddings(const float* x, int64_t n, nn::KvCache& cache, float* logits, bool all_logits = false,
+                          float* hidden = nullptr, nn::MlaMode mode = nn::MlaMode::automatic) const {
+    if (n <= 0) throw Error("forward_embeddings needs at least one row");
+    const int64_t p0 = cache.size(), d = c_.hidden_size;
+    if (p0 + n > cache.capacity() || p0 + n > c_.max_position_embeddings)
+      throw Error("context of " + std::to_string(p0 + n) + " tokens exceeds the KV cache capacity (" +
+                  std::to_string(cache.capacity()) + ") or max_position_embeddings (" +
+                  std::to_string(c_.max_position_embeddings) + ")");
+    std::vector<float> h(x, x + n * d);
+    run_layers(h, n, p0, cache, logits, all_logits, hidden, mode);
   }
 
   // Full-vocabulary logits of the final hidden states h [n, d] (the MTP head may share lm_head).
@@ -113,6 +128,41 @@ class DeepSeekV3 {
   const TensorView& embedding() const { return embed_; }
 
  private:
+  // Decoder layers over h [n, d] at positions p0 .., then model.norm and lm_head.
+  void run_layers(std::vector<float>& h, int64_t n, int64_t p0, nn::KvCache& cache, float* logits, bool all_logits,
+                  float* hidden, nn::MlaMode mode) const {
+    const int64_t d = c_.hidden_size;
+    // NaN or inf (from the weights, or from inputs no check caught) would otherwise reach the
+    // sampler as all-NaN logits and decode token 0 forever. Each stage's output is scanned once
+    // (n*d values per layer, n*V for the logits: ~0.1% of the layer's own work) so the error names
+    // where they first appear.
+    check_finite(h.data(), n, d, "the input embeddings (model.embed_tokens)");
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      layers_[l].forward(h.data(), n, p0, cache.view(int(l)), mode);
+      check_finite(h.data(), n, d, "decoder layer", int(l));
+    }
+    cache.resize(p0 + n);
+    norm_.forward(h.data(), n, h.data());
+    check_finite(h.data(), n, d, "the final norm (model.norm)");
+    if (hidden) std::copy(h.begin(), h.end(), hidden);
+    if (logits) {
+      const int64_t rows = all_logits ? n : 1;
+      backend::Ops<B>::linear(lm_head_, h.data() + (n - rows) * d, rows, logits);
+      check_finite(logits, rows, c_.vocab_size, c_.tie_word_embeddings ? "lm_head (tied to model.embed_tokens)" : "lm_head");
+    }
+  }
+
+  // `layer` >= 0 names a decoder layer; the label is built only when there is something to report.
+  void check_finite(const float* x, int64_t rows, int64_t cols, const char* stage, int layer = -1) const {
+    const int64_t i = first_non_finite(x, rows * cols);
+    if (i >= 0)
+      throw Error(std::string("non-finite value (") + (std::isnan(x[i]) ? "NaN" : x[i] > 0 ? "inf" : "-inf") + ") first appears in the output of " + stage +
+                      (layer >= 0 ? " " + std::to_string(layer) + " (model.layers." + std::to_string(layer) + ")" : std::string()) + ", row " +
+                      std::to_string(i / cols) + ", column " + std::to_string(i % cols) +
+                      ": the checkpoint's weights (or the config's values) are not usable",
+                  in_file(ckpt_->dir()));
+  }
+
   std::shared_ptr<const io::Checkpoint> ckpt_;
   io::ModelConfig c_;
   LoadOptions opts_;

@@ -9,14 +9,16 @@
 // Decoding uses, per id, the bytes the HF ByteLevel decoder produces for that token.
 #pragma once
 
+#include <deepseek/core/checked.hpp>
 #include <deepseek/core/error.hpp>
+#include <deepseek/core/limits.hpp>
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <queue>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -74,13 +76,13 @@ class Bpe {
  public:
   static constexpr uint32_t kNoRank = 0xFFFFFFFFu;
   // Ids are dense table indices; real vocabularies stay far below this (DeepSeek: 129,280 rows).
-  static constexpr uint64_t kMaxId = uint64_t{1} << 24;
+  static constexpr uint64_t kMaxId = uint64_t(kMaxVocab);
 
   // Parses tokenizer.json's "model" (type BPE). Options that would change ids and that we do not
   // implement are rejected by name.
   static Bpe from_json(const nlohmann::json& m, const std::string& file) {
     if (!m.is_object() || m.value("type", "") != "BPE")
-      throw Error("model type '" + (m.is_object() ? m.value("type", "") : std::string()) + "' is not supported (only BPE)", at_field("model.type", file));
+      throw Error("model type '" + excerpt(m.is_object() ? m.value("type", "") : std::string()) + "' is not supported (only BPE)", at_field("model.type", file));
     auto reject_non_null = [&](const char* key, const char* why) {
       if (m.contains(key) && !m[key].is_null()) throw Error(std::string("BPE option ") + key + " is not supported (" + why + ")", at_field(std::string("model.") + key, file));
     };
@@ -95,14 +97,19 @@ class Bpe {
     uint32_t max_id = 0;
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
       if (!it.value().is_number_unsigned() || it.value().get<uint64_t>() >= kMaxId)
-        throw Error("vocab id of '" + it.key() + "' is not an integer in [0, 2^24)", at_field("model.vocab", file));
+        throw Error("vocab id of '" + excerpt(it.key()) + "' is not an integer in [0, 2^24)", at_field("model.vocab", file));
       const uint32_t id = it.value().get<uint32_t>();
       bpe.token_to_id_.emplace(it.key(), id);
       max_id = std::max(max_id, id + 1);
     }
     bpe.id_to_token_.assign(max_id, std::string());
     bpe.has_id_.assign(max_id, 0);
+    // Two tokens with one id would make decode depend on hash order (HF keeps whichever its
+    // reverse map saw last): refused. (A key given twice is refused by the JSON parser.)
     for (const auto& [tok, id] : bpe.token_to_id_) {
+      if (bpe.has_id_[id])
+        throw Error("vocab id " + std::to_string(id) + " is shared by '" + excerpt(bpe.id_to_token_[id]) + "' and '" + excerpt(tok) + "'",
+                    at_field("model.vocab", file));
       bpe.id_to_token_[id] = tok;
       bpe.has_id_[id] = 1;
     }
@@ -129,7 +136,7 @@ class Bpe {
         const std::string s = e.get<std::string>();
         const size_t sp = s.find(' ');
         if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos)
-          throw Error("merge '" + s + "' is not two space-separated symbols", at_field(field, file));
+          throw Error("merge '" + excerpt(s) + "' is not two space-separated symbols", at_field(field, file));
         a = s.substr(0, sp);
         b = s.substr(sp + 1);
       } else if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string()) {  // ["a", "b"]
@@ -140,7 +147,7 @@ class Bpe {
       }
       const auto ia = bpe.token_to_id_.find(a), ib = bpe.token_to_id_.find(b), im = bpe.token_to_id_.find(a + b);
       if (ia == bpe.token_to_id_.end() || ib == bpe.token_to_id_.end() || im == bpe.token_to_id_.end())
-        throw Error("merge '" + a + " " + b + "' uses a token missing from the vocab", at_field(field, file));
+        throw Error("merge '" + excerpt(a + " " + b) + "' uses a token missing from the vocab", at_field(field, file));
       // A repeated pair takes its last rank: HF collects the merges into a HashMap in file order.
       bpe.merges_.assign(key(ia->second, ib->second), (uint64_t{rank} << 32) | im->second);
       ++rank;
@@ -259,50 +266,62 @@ class Bpe {
   }
 
   // HF's algorithm: a min-heap of candidate merges keyed by (rank, position); entries made stale
-  // by earlier merges are detected when popped and skipped.
+  // by earlier merges are detected when popped and skipped. A rank names exactly one pair, so an
+  // entry is (rank << 32 | position) in one uint64 and is current iff its pair still has that
+  // rank; merged-away symbols are marked in ids[] (kDead). Memory: 12 bytes per input byte for
+  // ids/prev/next plus 8 per live heap entry (about 20 in all; the 50 MB run of one letter that
+  // took 40 bytes a byte before). Pieces stay below 2^32 bytes: callers bound their input
+  // (kMaxTextInputBytes in deepseek-cli), and longer ones are refused here rather than wrapped.
   void merge_long(const unsigned char* s, size_t n, std::vector<uint32_t>& out, std::vector<uint32_t>& work) const {
+    if (n >= size_t{0xFFFFFFFFu}) throw Error("a pre-tokenized piece of " + std::to_string(n) + " bytes is too long (at most 2^32 - 2)");
+    constexpr uint32_t kDead = 0xFFFFFFFFu;  // never a token id (ids are < kMaxId)
     work.resize(3 * n);
     uint32_t* ids = work.data();
     uint32_t* prev = ids + n;
     uint32_t* next = prev + n;  // n = none
     const uint32_t none = static_cast<uint32_t>(n);
-    struct Cand {
-      uint32_t rank, pos, merged;
-      bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
-    };
-    std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
+    std::vector<uint64_t> heap;
+    heap.reserve(n);
     for (uint32_t i = 0; i < n; ++i) {
       ids[i] = byte_to_id_[s[i]];
       prev[i] = i == 0 ? none : i - 1;
       next[i] = i + 1;
     }
+    uint32_t m = 0;
     for (uint32_t i = 0; i + 1 < n; ++i) {
-      uint32_t m = 0;
       const uint32_t r = lookup(ids[i], ids[i + 1], m);
-      if (r != kNoRank) heap.push({r, i, m});
+      if (r != kNoRank) heap.push_back((uint64_t{r} << 32) | i);
     }
-    std::vector<uint8_t> alive(n, 1);
+    const std::greater<uint64_t> later;
+    std::make_heap(heap.begin(), heap.end(), later);
+    auto push = [&](uint32_t r, uint32_t pos) {
+      heap.push_back((uint64_t{r} << 32) | pos);
+      std::push_heap(heap.begin(), heap.end(), later);
+    };
     while (!heap.empty()) {
-      const Cand c = heap.top();
-      heap.pop();
-      if (!alive[c.pos] || next[c.pos] == none) continue;
-      const uint32_t right = next[c.pos];
-      uint32_t m = 0;
-      if (lookup(ids[c.pos], ids[right], m) != c.rank || m != c.merged) continue;  // stale
-      ids[c.pos] = c.merged;
-      alive[right] = 0;
-      next[c.pos] = next[right];
-      if (next[right] != none) prev[next[right]] = c.pos;
-      if (prev[c.pos] != none) {
-        const uint32_t r = lookup(ids[prev[c.pos]], ids[c.pos], m);
-        if (r != kNoRank) heap.push({r, prev[c.pos], m});
+      std::pop_heap(heap.begin(), heap.end(), later);
+      const uint64_t c = heap.back();
+      heap.pop_back();
+      const uint32_t rank = static_cast<uint32_t>(c >> 32), pos = static_cast<uint32_t>(c);
+      if (ids[pos] == kDead || next[pos] == none) continue;
+      const uint32_t right = next[pos];
+      if (lookup(ids[pos], ids[right], m) != rank) continue;  // stale
+      ids[pos] = m;
+      ids[right] = kDead;
+      next[pos] = next[right];
+      if (next[right] != none) prev[next[right]] = pos;
+      if (prev[pos] != none) {
+        const uint32_t r = lookup(ids[prev[pos]], ids[pos], m);
+        if (r != kNoRank) push(r, prev[pos]);
       }
-      if (next[c.pos] != none) {
-        const uint32_t r = lookup(ids[c.pos], ids[next[c.pos]], m);
-        if (r != kNoRank) heap.push({r, c.pos, m});
+      if (next[pos] != none) {
+        const uint32_t r = lookup(ids[pos], ids[next[pos]], m);
+        if (r != kNoRank) push(r, pos);
       }
     }
     for (uint32_t i = 0; i != none; i = next[i]) out.push_back(ids[i]);
+    // The scratch lives on in the encode state: do not keep a huge piece's buffers.
+    if (work.size() > (size_t{1} << 20)) std::vector<uint32_t>().swap(work);
   }
 
   std::unordered_map<std::string, uint32_t> token_to_id_;

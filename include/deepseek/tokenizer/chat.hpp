@@ -12,7 +12,10 @@
 //              reproduced on purpose, it is what the model was trained on)
 //   tool       first output of the conversation <｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>...,
 //              later ones "\n<｜tool▁output▁begin｜>...<｜tool▁output▁end｜>"
-//   other roles are ignored, as by the template; a trailing tool output closes with
+//   other roles are an error (the template drops them silently, so a "developer" or misspelt
+//   "sytem" prompt would vanish); ChatOptions::ignore_unknown_roles drops them as the template
+//   does. tool_calls on any message but an assistant turn with null content are an error too
+//   (the template would drop them). A trailing tool output closes with
 //   <｜tool▁outputs▁end｜>; the generation prompt <｜Assistant｜> is added unless the last message
 //   was a tool output.
 // R1 (DeepSeek-R1 tokenizer_config.json): the same, except an assistant's content (outside the
@@ -21,6 +24,7 @@
 // Where Jinja would fail (null user/system/tool content, non-string arguments) we throw.
 #pragma once
 
+#include <deepseek/core/checked.hpp>
 #include <deepseek/core/error.hpp>
 
 #include <nlohmann/json.hpp>
@@ -45,17 +49,31 @@ struct Message {
 
 struct ChatOptions {
   bool add_generation_prompt = false;
+  bool ignore_unknown_roles = false;  // true: drop roles other than system/user/assistant/tool, as Jinja does
   std::string bos_token = "<\xEF\xBD\x9C" "begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>";
 };
 
 namespace detail {
 
 inline const std::string& need_content(const Message& m, size_t i) {
-  if (!m.content) throw Error("message " + std::to_string(i) + " (" + m.role + ") has null content");
+  if (!m.content) throw Error("message " + std::to_string(i) + " (" + excerpt(m.role) + ") has null content");
   return *m.content;
 }
 
+inline void check_message(const Message& m, size_t i, const ChatOptions& opts) {
+  const bool known = m.role == "system" || m.role == "user" || m.role == "assistant" || m.role == "tool";
+  if (!known && !opts.ignore_unknown_roles)
+    throw Error("message " + std::to_string(i) + " has role \"" + excerpt(m.role) +
+                "\": the DeepSeek template knows system, user, assistant and tool (ChatOptions::ignore_unknown_roles drops others)",
+                at_field("[" + std::to_string(i) + "].role"));
+  if (!m.tool_calls.empty() && !(m.role == "assistant" && !m.content))
+    throw Error("message " + std::to_string(i) + " (" + excerpt(m.role) +
+                    ") has tool_calls, which the template renders only for an assistant message with null content",
+                at_field("[" + std::to_string(i) + "].tool_calls"));
+}
+
 inline std::string render(const std::vector<Message>& messages, const ChatOptions& opts, bool r1) {
+  for (size_t i = 0; i < messages.size(); ++i) check_message(messages[i], i, opts);
   const std::string kUser = "<｜User｜>", kAssistant = "<｜Assistant｜>", kEos = "<｜end▁of▁sentence｜>";
   const std::string kCallsBegin = "<｜tool▁calls▁begin｜>", kCallsEnd = "<｜tool▁calls▁end｜>";
   const std::string kCallBegin = "<｜tool▁call▁begin｜>", kCallEnd = "<｜tool▁call▁end｜>", kSep = "<｜tool▁sep｜>";

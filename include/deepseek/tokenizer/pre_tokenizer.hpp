@@ -84,7 +84,7 @@ class PreTokenizer {
       if (!p.is_object() || !p.contains("type") || !p["type"].is_string())
         throw Error("pre-tokenizer entry without a type", at_field(field, file));
       const std::string type = p["type"].get<std::string>();
-      if (byte_level_seen) throw Error("pre-tokenizer '" + type + "' after ByteLevel is not supported", at_field(field, file));
+      if (byte_level_seen) throw Error("pre-tokenizer '" + excerpt(type) + "' after ByteLevel is not supported", at_field(field, file));
       if (type == "Split") {
         const auto& pat = p.value("pattern", nlohmann::json::object());
         if (!pat.contains("Regex") || !pat["Regex"].is_string())
@@ -100,7 +100,7 @@ class PreTokenizer {
           }
         }
         if (!found)
-          throw Error("Split pre-tokenizer regex '" + regex +
+          throw Error("Split pre-tokenizer regex '" + excerpt(regex) +
                           "' is not supported (only the DeepSeek-V2/V3 patterns are implemented; DeepSeek-LLM and "
                           "DeepSeek-Coder-V1 pre-tokenizers are not)",
                       at_field(field + ".pattern.Regex", file));
@@ -111,7 +111,7 @@ class PreTokenizer {
           throw Error("ByteLevel pre-tokenizer with add_prefix_space=true is not supported", at_field(field, file));
         byte_level_seen = true;
       } else {
-        throw Error("pre-tokenizer type '" + type + "' is not supported", at_field(field + ".type", file));
+        throw Error("pre-tokenizer type '" + excerpt(type) + "' is not supported", at_field(field + ".type", file));
       }
     }
     if (!byte_level_seen) throw Error("pre_tokenizer must end with ByteLevel (byte-level BPE)", at_field("pre_tokenizer", file));

@@ -18,7 +18,10 @@
 // Components of tokenizer.json that we do not implement are rejected by name when loading.
 #pragma once
 
+#include <deepseek/core/checked.hpp>
 #include <deepseek/core/error.hpp>
+#include <deepseek/core/file.hpp>
+#include <deepseek/core/json.hpp>
 #include <deepseek/tokenizer/bpe.hpp>
 #include <deepseek/tokenizer/pre_tokenizer.hpp>
 #include <deepseek/tokenizer/unicode.hpp>
@@ -184,13 +187,9 @@ struct EncodeState {
   std::vector<uint32_t> work;  // BPE buffers for long pieces
 };
 
-inline std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error("cannot open file", in_file(path));
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+// tokenizer.json / tokenizer_config.json: regular files (or symlinks to them) of at most
+// kMaxJsonFileBytes.
+inline std::string read_file(const std::string& path) { return read_regular_file(path, kMaxJsonFileBytes, "kMaxJsonFileBytes"); }
 
 // tokenizer_config.json writes special tokens either as a string or as {"content": ...}.
 inline std::optional<std::string> token_text(const nlohmann::json& cfg, const char* key, const std::string& file) {
@@ -198,7 +197,7 @@ inline std::optional<std::string> token_text(const nlohmann::json& cfg, const ch
   const auto& v = cfg[key];
   if (v.is_string()) return v.get<std::string>();
   if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
-  throw Error(std::string(key) + " is neither a string nor an object with a string content", at_field(key, file));
+  throw Error(std::string(key) + " is neither a string nor an object with a string content, found " + json_excerpt(v), at_field(key, file));
 }
 
 }  // namespace detail
@@ -224,8 +223,9 @@ class Tokenizer {
   // used in error messages only.
   static Tokenizer from_json_text(std::string_view tokenizer_json, std::string_view config_json = {},
                                   const std::string& name = "tokenizer.json", const std::string& config_name = "tokenizer_config.json") {
-    nlohmann::json j = nlohmann::json::parse(tokenizer_json.begin(), tokenizer_json.end(), nullptr, false);
-    if (j.is_discarded() || !j.is_object()) throw Error("not a JSON object", in_file(name));
+    // Duplicate keys (a vocab entry given twice) and nesting deeper than kMaxJsonDepth are errors.
+    nlohmann::json j = parse_json(tokenizer_json.data(), tokenizer_json.data() + tokenizer_json.size(), name);
+    if (!j.is_object()) throw Error("not a JSON object", in_file(name));
     Tokenizer t;
     try {
       t.check_unsupported(j, name);
@@ -394,14 +394,14 @@ class Tokenizer {
       const bool empty_sequence = n.is_object() && n.value("type", "") == "Sequence" && n.contains("normalizers") &&
                                   n["normalizers"].is_array() && n["normalizers"].empty();
       if (!empty_sequence)
-        throw Error("normalizer '" + (n.is_object() ? n.value("type", "?") : std::string("?")) + "' is not supported (only none)",
+        throw Error("normalizer '" + excerpt(n.is_object() ? n.value("type", "?") : std::string("?")) + "' is not supported (only none)",
                     at_field("normalizer", file));
     }
     if (j.contains("post_processor") && !j["post_processor"].is_null()) {
       const auto& p = j["post_processor"];
       // ByteLevel post-processing only adjusts offsets; it adds no ids.
       if (!p.is_object() || p.value("type", "") != "ByteLevel")
-        throw Error("post_processor '" + (p.is_object() ? p.value("type", "?") : std::string("?")) + "' is not supported (only ByteLevel)",
+        throw Error("post_processor '" + excerpt(p.is_object() ? p.value("type", "?") : std::string("?")) + "' is not supported (only ByteLevel)",
                     at_field("post_processor", file));
     }
     if (!j.contains("decoder") || !j["decoder"].is_object() || j["decoder"].value("type", "") != "ByteLevel")
@@ -473,17 +473,17 @@ class Tokenizer {
   }
 
   void load_config(std::string_view text, const std::string& file) {
-    nlohmann::json c = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
-    if (c.is_discarded() || !c.is_object()) throw Error("not a JSON object", in_file(file));
+    nlohmann::json c = parse_json(text.data(), text.data() + text.size(), file);
+    if (!c.is_object()) throw Error("not a JSON object", in_file(file));
     if (auto b = detail::token_text(c, "bos_token", file)) {
       bos_token_ = *b;
       bos_id_ = token_to_id(*b);
-      if (!bos_id_) throw Error("bos_token '" + *b + "' is not in the vocabulary", at_field("bos_token", file));
+      if (!bos_id_) throw Error("bos_token '" + excerpt(*b) + "' is not in the vocabulary", at_field("bos_token", file));
     }
     if (auto e = detail::token_text(c, "eos_token", file)) {
       eos_token_ = *e;
       eos_id_ = token_to_id(*e);
-      if (!eos_id_) throw Error("eos_token '" + *e + "' is not in the vocabulary", at_field("eos_token", file));
+      if (!eos_id_) throw Error("eos_token '" + excerpt(*e) + "' is not in the vocabulary", at_field("eos_token", file));
     }
     if (c.contains("add_bos_token")) {
       if (!c["add_bos_token"].is_boolean()) throw Error("add_bos_token is not a boolean", at_field("add_bos_token", file));

@@ -1,8 +1,9 @@
 // Image decoding for the DeepSeek-OCR front end: bytes -> 8-bit RGB, as the official loaders see it.
 //
 // The official code (HF `infer()` and the vLLM runner) opens a file with Pillow, applies
-// `ImageOps.exif_transpose` and calls `.convert('RGB')`. We decode with stb_image and reproduce
-// Pillow's result:
+// `ImageOps.exif_transpose` and calls `.convert('RGB')`. We decode JPEG with libjpeg-turbo, set
+// up exactly as Pillow's JpegDecode.c sets it up, and everything else with stb_image, and
+// reproduce Pillow's result:
 //   * PNG / JPEG / BMP / GIF (first frame); grey, grey+alpha, palette -> RGB (grey replicated,
 //     palette looked up); RGBA -> RGB with the alpha dropped (Alpha::drop, what convert('RGB')
 //     does) or composited onto white (Alpha::white).
@@ -18,13 +19,27 @@
 //   * GIF transparency: Pillow draws frame 0 on a canvas of the transparency index (else index 0)
 //     and convert('RGB') shows its palette colour; stb returns those pixels with alpha 0, so
 //     Alpha::drop gives them that palette colour (Alpha::white: white).
-// Known difference: stb decodes JPEG with its own IDCT / chroma upsampling, libjpeg-turbo (Pillow)
-// with another: JPEG pixels differ by up to 3 LSB on the fixtures (1-4% of the values).
+//   * JPEG: libjpeg-turbo with Pillow's settings (see JpegContext): grey, YCbCr / RGB and CMYK /
+//     YCCK files (CMYK as Pillow's "CMYK;I" + cmyk2rgb); equal to Pillow 13 (bundled libjpeg-
+//     turbo 3.x) bit for bit on every JPEG fixture with Debian 12's libjpeg-turbo 2.1.5.
+//     Truncated files are errors (Pillow: "image file is truncated"); corrupt entropy data that
+//     libjpeg repairs with a warning decodes, as in Pillow.
+// JPEG without libjpeg: the top-level CMakeLists.txt runs find_package(JPEG); when found,
+// deepseek::deepseek links JPEG::JPEG and defines DEEPSEEK_HAVE_LIBJPEG=1. Without it (or when a
+// consumer includes these headers without that definition) JPEG falls back to stb_image, whose
+// IDCT / chroma upsampling / progressive smoothing differ from libjpeg-turbo's: pixels up to 7 LSB
+// off Pillow's on the fixtures (4:2:2 chroma; 1-3 LSB on most files, up to 13% of the values on a
+// progressive one), and it refuses some damaged files Pillow repairs, so tokens can differ from
+// the official pipeline's. Not silent:
+// vision::jpeg_decoder() names the decoder in use ("libjpeg-turbo" / "libjpeg" / "stb_image"),
+// CMake prints a warning, and the OCR CLI's --stats prints it.
 // Robustness: the header's width x height is checked against max_pixels before any pixel buffer
 // is allocated; truncated GIF / BMP files (which stb zero-fills and accepts) are refused by a
 // bounds-checked walk, as Pillow refuses them; JPEG Huffman tables with more than 256 codes are
 // refused before stb 2.27 (Debian 12) would write past its table (found by fuzz/fuzz_image.cpp;
-// upstream 2.28 has the same check).
+// upstream 2.28 has the same check). libjpeg: the header is read (jpeg_read_header) and checked
+// against max_pixels before jpeg_start_decompress allocates anything image-sized; errors longjmp
+// to one setjmp and end in jpeg_destroy_decompress, then a deepseek::Error naming the file.
 // Linkage: stb is compiled static in every TU (detail/stb_image.hpp); our inline functions call
 // those internal copies, which are identical code in every TU.
 #pragma once
@@ -39,9 +54,17 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <sys/stat.h>
+
+#if DEEPSEEK_HAVE_LIBJPEG
+#include <csetjmp>
+#include <cstdio>  // jpeglib.h uses FILE and size_t without including their headers
+
+#include <jpeglib.h>
+#endif
 
 namespace deepseek::vision {
 
@@ -375,6 +398,212 @@ inline const char* bmp_truncation(const uint8_t* d, size_t n) {
 
 }  // namespace detail
 
+namespace detail {
+
+#if DEEPSEEK_HAVE_LIBJPEG
+
+// libjpeg decoding as Pillow's JpegDecode.c sets it up (Pillow 13 with its bundled libjpeg-turbo):
+// jpeg_read_header, the library's own guess of the file's colour space (JFIF / Adobe transform /
+// component ids; Pillow passes no jpegmode), out_color_space from the SOF component count
+// (1 -> JCS_GRAYSCALE "L", 3 -> JCS_RGB "RGB"/"RGBX", 4 -> JCS_CMYK "CMYK;I"), and the library's
+// defaults for everything else: JDCT_ISLOW, fancy upsampling, block smoothing, no scaling (draft
+// mode is used only by Image.draft(), which the official loader never calls). Set explicitly
+// below so a changed default cannot move the pixels. Warnings (corrupt entropy data that libjpeg
+// repairs) are ignored, as Pillow's empty output_message does; errors end the decode.
+//
+// Errors: libjpeg's error_exit must not return, so it longjmps back to jpeg_decode_raw, the only
+// function that calls setjmp. Between that setjmp and any longjmp there are only C frames and
+// this file's trivial callbacks, and jpeg_decode_raw itself owns no object with a destructor:
+// all its state lives in JpegContext (owned by the caller) and libjpeg's own pools, which
+// jpeg_destroy_decompress frees on every path.
+struct JpegContext {
+  jpeg_decompress_struct cinfo;
+  jpeg_error_mgr err;
+  jpeg_source_mgr src;
+  jpeg_progress_mgr progress;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+  const uint8_t* data = nullptr;
+  size_t size = 0;
+  int64_t max_pixels = 0;
+  bool rows_done = false;  // every scanline read: a missing EOI is then fine (Pillow: done)
+  // out
+  enum Status { ok, failed, too_many_pixels } status = ok;
+  int64_t width = 0, height = 0;
+  int components = 0;
+};
+
+// Scans in a progressive / multi-scan file, past which the file is refused: each scan is a pass
+// over the whole coefficient buffer, so a small file with 10^5 tiny scans of a large frame would
+// decode for hours (libjpeg-turbo's own fuzzers and djpeg -maxscan use the same guard). Real
+// encoders write at most a few dozen scans.
+inline constexpr int kMaxJpegScans = 1000;
+
+inline JpegContext& jpeg_ctx(j_common_ptr c) { return *static_cast<JpegContext*>(c->client_data); }
+
+[[noreturn]] inline void jpeg_fail(JpegContext& ctx, const char* why) {
+  std::snprintf(ctx.message, sizeof ctx.message, "%s", why);
+  std::longjmp(ctx.jump, 1);
+}
+
+inline void jpeg_error_exit(j_common_ptr c) {
+  JpegContext& ctx = jpeg_ctx(c);
+  (*c->err->format_message)(c, ctx.message);
+  std::longjmp(ctx.jump, 1);
+}
+inline void jpeg_output_message(j_common_ptr) {}
+inline void jpeg_init_source(j_decompress_ptr) {}
+inline void jpeg_term_source(j_decompress_ptr) {}
+
+// The whole file is in the buffer from the start, so running out means the file is cut short:
+// an error (Pillow: "image file is truncated"), except after the last scanline, where Pillow's
+// decoder is already done and a fake EOI lets jpeg_finish_decompress end.
+inline boolean jpeg_fill_input_buffer(j_decompress_ptr c) {
+  JpegContext& ctx = jpeg_ctx(reinterpret_cast<j_common_ptr>(c));
+  if (!ctx.rows_done) jpeg_fail(ctx, "the JPEG data ends before the image is complete: truncated file");
+  static const JOCTET kEoi[2] = {0xFF, JPEG_EOI};
+  c->src->next_input_byte = kEoi;
+  c->src->bytes_in_buffer = 2;
+  return TRUE;
+}
+inline void jpeg_skip_input_data(j_decompress_ptr c, long n) {
+  if (n <= 0) return;
+  jpeg_source_mgr* s = c->src;
+  while (size_t(n) > s->bytes_in_buffer) {  // past the end: fill_input_buffer fails or gives EOI
+    n -= long(s->bytes_in_buffer);
+    s->bytes_in_buffer = 0;
+    (*s->fill_input_buffer)(c);
+  }
+  s->next_input_byte += n;
+  s->bytes_in_buffer -= size_t(n);
+}
+inline void jpeg_progress(j_common_ptr c) {
+  auto* d = reinterpret_cast<j_decompress_ptr>(c);
+  if (!c->is_decompressor) return;
+  if (d->input_scan_number > kMaxJpegScans)
+    jpeg_fail(jpeg_ctx(c), "corrupt JPEG: more than 1000 scans (kMaxJpegScans)");
+}
+
+// Decodes into `out` (resized here, owned by the caller). Returns with ctx.status set; on
+// `failed` ctx.message says why.
+inline void jpeg_decode_raw(JpegContext& ctx, std::vector<uint8_t>& out) {
+  ctx.cinfo.err = jpeg_std_error(&ctx.err);
+  ctx.err.error_exit = jpeg_error_exit;
+  ctx.err.output_message = jpeg_output_message;
+  ctx.cinfo.client_data = &ctx;
+  if (setjmp(ctx.jump)) {
+    jpeg_destroy_decompress(&ctx.cinfo);
+    ctx.status = JpegContext::failed;
+    return;
+  }
+  jpeg_create_decompress(&ctx.cinfo);
+  ctx.cinfo.client_data = &ctx;  // jpeg_create_decompress clears the struct
+  ctx.src.next_input_byte = ctx.data;
+  ctx.src.bytes_in_buffer = ctx.size;
+  ctx.src.init_source = jpeg_init_source;
+  ctx.src.fill_input_buffer = jpeg_fill_input_buffer;
+  ctx.src.skip_input_data = jpeg_skip_input_data;
+  ctx.src.resync_to_restart = jpeg_resync_to_restart;
+  ctx.src.term_source = jpeg_term_source;
+  ctx.cinfo.src = &ctx.src;
+  ctx.progress.progress_monitor = jpeg_progress;
+  ctx.cinfo.progress = &ctx.progress;
+
+  jpeg_read_header(&ctx.cinfo, TRUE);  // TRUE: a tables-only stream is an error
+  jpeg_decompress_struct& ci = ctx.cinfo;
+  ctx.width = ci.image_width;
+  ctx.height = ci.image_height;
+  ctx.components = ci.num_components;
+  if (ci.data_precision != 8) jpeg_fail(ctx, "JPEG sample precision is not 8 bits (Pillow refuses it too)");
+  if (ci.num_components == 1)
+    ci.out_color_space = JCS_GRAYSCALE;
+  else if (ci.num_components == 3)
+    ci.out_color_space = JCS_RGB;
+  else if (ci.num_components == 4)
+    ci.out_color_space = JCS_CMYK;
+  else
+    jpeg_fail(ctx, "JPEG has a component count other than 1, 3 or 4 (Pillow refuses it too)");
+  if (ctx.width <= 0 || ctx.height <= 0) jpeg_fail(ctx, "image has zero width or height");
+  if (ctx.width > ctx.max_pixels / ctx.height) {  // before libjpeg allocates anything image-sized
+    jpeg_destroy_decompress(&ctx.cinfo);
+    ctx.status = JpegContext::too_many_pixels;
+    return;
+  }
+  ci.dct_method = JDCT_ISLOW;
+  ci.do_fancy_upsampling = TRUE;
+  ci.do_block_smoothing = TRUE;
+  ci.scale_num = ci.scale_denom = 1;
+  ci.quantize_colors = FALSE;
+  jpeg_start_decompress(&ci);
+  const size_t row = size_t(ci.output_width) * size_t(ci.output_components);
+  try {  // no libjpeg call inside: nothing longjmps across this handler
+    out.resize(row * size_t(ci.output_height));
+  } catch (...) {
+    jpeg_destroy_decompress(&ci);
+    throw;
+  }
+  while (ci.output_scanline < ci.output_height) {
+    JSAMPROW p = out.data() + row * ci.output_scanline;
+    jpeg_read_scanlines(&ci, &p, 1);
+  }
+  ctx.rows_done = true;
+  jpeg_finish_decompress(&ci);
+  jpeg_destroy_decompress(&ci);
+  ctx.status = JpegContext::ok;
+}
+
+#endif  // DEEPSEEK_HAVE_LIBJPEG
+
+}  // namespace detail
+
+namespace detail {
+
+#if DEEPSEEK_HAVE_LIBJPEG
+// libjpeg's samples -> RGB as Pillow's convert('RGB') makes them: grey replicated; CMYK read as
+// "CMYK;I" (Pillow assumes Adobe's inverted polarity, every channel v -> 255 - v) and then its
+// cmyk2rgb, c' = 255 - c: R = nk - round(c' * nk / 255) with nk = 255 - k' = k, MULDIV255.
+inline Image jpeg_to_rgb(const std::vector<uint8_t>& px, int64_t w, int64_t h, int components) {
+  Image img;
+  img.width = w;
+  img.height = h;
+  const size_t n = size_t(w * h);
+  if (components == 3) {
+    img.rgb = px;
+    return img;
+  }
+  img.rgb.resize(n * 3);
+  uint8_t* d = img.rgb.data();
+  if (components == 1) {
+    for (size_t i = 0; i < n; ++i, d += 3) d[0] = d[1] = d[2] = px[i];
+    return img;
+  }
+  const uint8_t* s = px.data();
+  for (size_t i = 0; i < n; ++i, s += 4, d += 3) {
+    const uint32_t nk = s[3];  // 255 - (255 - k)
+    for (int c = 0; c < 3; ++c) {
+      const uint32_t t = uint32_t(255 - s[c]) * nk + 128;
+      d[c] = uint8_t(nk - (((t >> 8) + t) >> 8));
+    }
+  }
+  return img;
+}
+#endif
+
+}  // namespace detail
+
+// The JPEG decoder this build uses: "libjpeg-turbo" (DEEPSEEK_HAVE_LIBJPEG, the library Pillow
+// bundles: pixels equal the official pipeline's), "libjpeg" (another libjpeg: same settings, its
+// own IDCT / upsampling) or "stb_image" (no libjpeg found at configure time: up to 7 LSB off).
+inline const char* jpeg_decoder() {
+#if DEEPSEEK_HAVE_LIBJPEG && defined(LIBJPEG_TURBO_VERSION)
+  return "libjpeg-turbo";
+#elif DEEPSEEK_HAVE_LIBJPEG
+  return "libjpeg";
+#else
+  return "stb_image";
+#endif
+}
+
 // Decodes an in-memory image; `name` (a path or label) goes into every error message.
 inline Image decode_image(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& opt = {}) {
   if (data == nullptr || size == 0) throw Error("image file is empty", in_file(name));
@@ -387,6 +616,28 @@ inline Image decode_image(const uint8_t* data, size_t size, const std::string& n
                   in_file(name));
   };
   const ImageFormat format = sniff_format(data, size);
+  auto orient = [&](Image img) {
+    if (opt.exif_transpose) {
+      const int orientation = exif_orientation(data, size);
+      if (orientation != 1) img = apply_exif_orientation(img, orientation);
+    }
+    return img;
+  };
+#if DEEPSEEK_HAVE_LIBJPEG
+  if (format == ImageFormat::jpeg) {
+    auto ctx = std::make_unique<detail::JpegContext>();
+    ctx->data = data;
+    ctx->size = size;
+    ctx->max_pixels = opt.max_pixels;
+    std::vector<uint8_t> px;
+    detail::jpeg_decode_raw(*ctx, px);
+    if (ctx->status == detail::JpegContext::too_many_pixels) check_pixels(ctx->width, ctx->height);
+    if (ctx->status != detail::JpegContext::ok)
+      throw Error(std::string("corrupt or truncated image (") + jpeg_decoder() + ": " + ctx->message + ")",
+                  in_file(name));
+    return orient(detail::jpeg_to_rgb(px, ctx->width, ctx->height, ctx->components));
+  }
+#endif
   // stb's PNG header probe refuses images over 2^30 bytes with a vague message: read IHDR first.
   if (format == ImageFormat::png && size >= 24 && std::memcmp(data + 12, "IHDR", 4) == 0)
     check_pixels(detail::read_u32(data + 16, true), detail::read_u32(data + 20, true));
@@ -440,11 +691,7 @@ inline Image decode_image(const uint8_t* data, size_t size, const std::string& n
       }
     }
   }
-  if (opt.exif_transpose) {
-    const int orientation = exif_orientation(data, size);
-    if (orientation != 1) img = apply_exif_orientation(img, orientation);
-  }
-  return img;
+  return orient(std::move(img));
 }
 
 inline Image decode_image(const std::vector<uint8_t>& bytes, const std::string& name, const DecodeOptions& opt = {}) {

@@ -10,11 +10,12 @@
 //            rounding away from zero).
 //   passes   horizontal first (only over the source rows the vertical pass will read), rounded
 //            and clamped to uint8: (2^21 + sum p*w) >> 22 clamped to [0, 255]; then vertical, same
-//            rounding. Exception: when the width grows and the height shrinks, the vertical pass
-//            runs first (the shrinking pass first). Older Resample.c is always horizontal-first;
-//            the order was measured on the reference Pillow (13.0) over 60 random size pairs and
-//            is pinned by the fixture cases (e.g. 720x477 -> 1001x333). A pass whose size does not
-//            change is skipped; same size both ways = copy.
+//            rounding. Exception (Pillow 13's ImagingResampleInner; older Resample.c is always
+//            horizontal-first): when the height shrinks by more than twice as many pixels as the
+//            width does, in_h - out_h > 0 && in_h - out_h > 2 * (in_w - out_w), the vertical pass
+//            runs first over all columns. Pinned by fixture cases (720x477 -> 1001x333,
+//            700x940 -> 512x512). A pass whose size does not change is skipped; same size both
+//            ways = copy.
 // Accumulators are int32 as in Pillow: |sum| <= 255 * sum|w| < 2^31 for this kernel.
 // Coefficients are computed with floating-point contraction off: Pillow's C is built without
 // FMA, and a fused multiply-add can move a weight across a fixed-point rounding boundary.
@@ -195,7 +196,8 @@ inline Image resize_bicubic(const Image& src, int64_t width, int64_t height) {
     return out;
   }
   const detail::ResampleAxis ax = detail::resample_axis(src.width, width);
-  if (width > src.width && height < src.height) {  // shrink first: vertical pass, then horizontal
+  const int64_t dy = src.height - height, dx = src.width - width;
+  if (dy > 0 && dy > 2 * dx) {  // height shrinks much more than width: vertical pass first
     std::vector<uint8_t> tmp(size_t(src.width * height * 3));
     detail::resample_vertical(src.rgb.data(), src.width, 0, ay, height, tmp.data());
     detail::resample_horizontal(tmp.data(), src.width, 0, height, ax, width, out.rgb.data());

@@ -4,6 +4,7 @@
 
 #include "deepseek/backend/cpu/linear.hpp"
 #include "deepseek/backend/cpu/ops.hpp"
+#include "deepseek/backend/cpu/vision_ops.hpp"
 #include "deepseek/core/device.hpp"
 
 namespace deepseek::backend {
@@ -32,6 +33,31 @@ struct Ops<::deepseek::cpu> {
   static void softmax(float* x, int64_t n) { cpu::softmax(x, n); }
   static float dot(const float* a, const float* b, int64_t n) { return cpu::dot(a, b, n); }
   static void axpy(float a, const float* x, float* y, int64_t n) { cpu::axpy(a, x, y, n); }
+
+  // Vision encoder (vision_ops.hpp): channels-last maps, f32 activations.
+  static void layernorm(const float* x, int64_t n, int64_t d, const float* w, const float* b, float eps, float* y,
+                        int64_t ldx = -1, int64_t ldy = -1) {
+    cpu::layernorm(x, n, d, w, b, eps, y, ldx, ldy);
+  }
+  static void add_bias(float* x, int64_t n, int64_t d, const float* bias, int64_t ld = -1) { cpu::add_bias(x, n, d, bias, ld); }
+  static void add(float* y, const float* x, int64_t n) { cpu::add(y, x, n); }
+  static void gelu_erf(float* x, int64_t n) { cpu::gelu_erf(x, n); }
+  static void quick_gelu(float* x, int64_t n) { cpu::quick_gelu(x, n); }
+  static void im2col_hwc(const float* x, int64_t H, int64_t W, int64_t C, int64_t k, int64_t stride, int64_t pad, int64_t Wo,
+                         int64_t p0, int64_t p1, float* cols) {
+    cpu::im2col_hwc(x, H, W, C, k, stride, pad, Wo, p0, p1, cols);
+  }
+  static void patchify_chw(const float* x, int64_t C, int64_t H, int64_t W, int64_t p, float* cols) {
+    cpu::patchify_chw(x, C, H, W, p, cols);
+  }
+  static void vit_attention(const float* qkv, int64_t H, int64_t W, int64_t heads, int64_t hd, int64_t window,
+                            const float* pad_qkv, const float* rel_h, const float* rel_w, float scale, float* out) {
+    cpu::vit_attention(qkv, H, W, heads, hd, window, pad_qkv, rel_h, rel_w, scale, out);
+  }
+  static void resize_bicubic_aa(const float* x, int64_t h_in, int64_t w_in, int64_t C, int64_t h_out, int64_t w_out, float* y) {
+    cpu::resize_bicubic_aa(x, h_in, w_in, C, h_out, w_out, y);
+  }
+  static void resize_linear(const float* x, int64_t L, int64_t C, int64_t M, float* y) { cpu::resize_linear(x, L, C, M, y); }
 };
 
 }  // namespace deepseek::backend
