@@ -9,7 +9,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="$root/build-demo"
 
 source "$root/scripts/ensure_deps.sh"
-ensure_deps cmake g++ make libeigen3-dev nlohmann-json3-dev libstb-dev
+ensure_deps cmake g++ make libeigen3-dev nlohmann-json3-dev libstb-dev libjpeg62-turbo-dev
 
 echo "building deepseek-cli in $build" >&2
 cmake -S "$root" -B "$build" -DDEEPSEEK_BUILD_TESTS=OFF -DDEEPSEEK_BUILD_BENCH=OFF -DDEEPSEEK_CUDA=OFF >/dev/null
