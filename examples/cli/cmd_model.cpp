@@ -121,14 +121,7 @@ int run_generate(int argc, char** argv) {
 
   generate::GenerateOptions go;
   go.max_new_tokens = args.get_int("max-new", 64, 1, kMaxPositions);
-  const bool sampling = args.has("temperature") || args.has("top-p") || args.has("top-k") || args.has("seed");
-  if (sampling && args.flag("greedy")) throw Error("--greedy excludes --temperature/--top-p/--top-k/--seed");
-  go.sampling.greedy = !sampling;
-  // Ranges in float: 1e-50 or 1e300 would round to 0 or inf.
-  go.sampling.temperature = float(args.get_double("temperature", 1.0, 1e-6, 1e6));
-  go.sampling.top_p = float(args.get_double("top-p", 1.0, 1e-6, 1.0));
-  go.sampling.top_k = int(args.get_int("top-k", 0, 0, kMaxVocab));
-  go.sampling.seed = uint64_t(args.get_int("seed", 0, 0, std::numeric_limits<int64_t>::max()));
+  cli::parse_sampling(args, go.sampling);
   // transformers' no_repeat_ngram_size over prompt + output (generate/no_repeat_ngram.hpp); 0: off.
   go.no_repeat_ngram_size = int(args.get_int("no-repeat-ngram", 0, 0, kMaxPositions));
   if (go.no_repeat_ngram_size > 0 && args.flag("mtp")) throw Error("--no-repeat-ngram is not supported with --mtp");

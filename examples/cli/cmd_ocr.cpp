@@ -153,13 +153,7 @@ int run_ocr(int argc, char** argv) {
   const std::string prompt = args.get("prompt", kDefaultPrompt);
 
   generate::GenerateOptions go;
-  const bool sampling = args.has("temperature") || args.has("top-p") || args.has("top-k") || args.has("seed");
-  if (sampling && args.flag("greedy")) throw Error("--greedy excludes --temperature/--top-p/--top-k/--seed");
-  go.sampling.greedy = !sampling;
-  go.sampling.temperature = float(args.get_double("temperature", 1.0, 1e-6, 1e6));
-  go.sampling.top_p = float(args.get_double("top-p", 1.0, 1e-6, 1.0));
-  go.sampling.top_k = int(args.get_int("top-k", 0, 0, kMaxVocab));
-  go.sampling.seed = uint64_t(args.get_int("seed", 0, 0, std::numeric_limits<int64_t>::max()));
+  cli::parse_sampling(args, go.sampling);
   go.no_repeat_ngram_size = int(args.get_int("no-repeat-ngram", 20, 0, kMaxPositions));  // 0: off
   const int64_t max_new = args.get_int("max-new", 8192, 1, kMaxPositions);
 

@@ -11,6 +11,7 @@
 #include <deepseek/core/error.hpp>
 #include <deepseek/core/limits.hpp>
 #include <deepseek/core/parallel.hpp>
+#include <deepseek/generate/sampler.hpp>
 
 #include <cmath>
 #include <cstdio>
@@ -148,6 +149,18 @@ struct Registrar {
     registry()[name] = Command{summary, std::move(fn)};
   }
 };
+
+// --greedy | --temperature T --top-p P --top-k K --seed S: greedy unless a sampling option is given.
+// Ranges in float: 1e-50 or 1e300 would round to 0 or inf.
+inline void parse_sampling(const Args& args, generate::SamplingOptions& o) {
+  const bool sampling = args.has("temperature") || args.has("top-p") || args.has("top-k") || args.has("seed");
+  if (sampling && args.flag("greedy")) throw Error("--greedy excludes --temperature/--top-p/--top-k/--seed");
+  o.greedy = !sampling;
+  o.temperature = float(args.get_double("temperature", 1.0, 1e-6, 1e6));
+  o.top_p = float(args.get_double("top-p", 1.0, 1e-6, 1.0));
+  o.top_k = int(args.get_int("top-k", 0, 0, kMaxVocab));
+  o.seed = uint64_t(args.get_int("seed", 0, 0, std::numeric_limits<int64_t>::max()));
+}
 
 // Writes a float32 [rows, cols] array as a .npy file (format 1.0, little-endian, C order).
 inline void write_npy(const std::string& path, const float* data, int64_t rows, int64_t cols) {
