@@ -45,8 +45,7 @@ nlohmann::ordered_json ocr_config() {
             {"n_routed_experts", 0}, {"vocab_size", 129280}, {"bos_token_id", 0}, {"eos_token_id", 1}}}};
 }
 
-// The released vision tensors (spec section 8) in bf16, random: linears / convolutions with std
-// 1 / sqrt(fan_in), norms around 1 (the writer adds 1 to names containing "norm"), tables 0.5.
+// The released vision tensors (bench::add_ocr_encoder) with the released config.
 void make_encoder_checkpoint(const std::string& dir) {
   namespace fs = std::filesystem;
   const auto cfg = ocr_config();
@@ -56,56 +55,7 @@ void make_encoder_checkpoint(const std::string& dir) {
   }
   fs::create_directories(dir);
   bench::CheckpointWriter w;
-  const DType bf = DType::bf16;
-  auto lin = [&](const std::string& n, int64_t out, int64_t in, bool bias = true) {
-    w.add(n + ".weight", bf, {out, in}, 1.0f / std::sqrt(float(in)));
-    if (bias) w.add(n + ".bias", bf, {out}, 0.1f);
-  };
-  auto conv = [&](const std::string& n, int64_t out, int64_t in, int64_t k) {
-    w.add(n + ".weight", bf, {out, in, k, k}, 1.0f / std::sqrt(float(in * k * k)));
-  };
-  auto norm = [&](const std::string& n, int64_t d) {
-    w.add(n + ".weight", bf, {d}, 0.05f);
-    w.add(n + ".bias", bf, {d}, 0.05f);
-  };
-  const std::string s = "model.sam_model.", v = "model.vision_model.";
-  conv(s + "patch_embed.proj", 768, 3, 16);
-  w.add(s + "patch_embed.proj.bias", bf, {768}, 0.1f);
-  w.add(s + "pos_embed", bf, {1, 64, 64, 768}, 0.5f);
-  for (int i = 0; i < 12; ++i) {
-    const std::string p = s + "blocks." + std::to_string(i) + ".";
-    const bool global = i % 3 == 2;
-    norm(p + "norm1", 768);
-    norm(p + "norm2", 768);
-    lin(p + "attn.qkv", 2304, 768);
-    lin(p + "attn.proj", 768, 768);
-    w.add(p + "attn.rel_pos_h", bf, {global ? 127 : 27, 64}, 0.5f);
-    w.add(p + "attn.rel_pos_w", bf, {global ? 127 : 27, 64}, 0.5f);
-    lin(p + "mlp.lin1", 3072, 768);
-    lin(p + "mlp.lin2", 768, 3072);
-  }
-  conv(s + "neck.0", 256, 768, 1);
-  w.add(s + "neck.1.weight", bf, {256}, 1.0f);
-  w.add(s + "neck.1.bias", bf, {256}, 0.1f);
-  conv(s + "neck.2", 256, 256, 3);
-  w.add(s + "neck.3.weight", bf, {256}, 1.0f);
-  w.add(s + "neck.3.bias", bf, {256}, 0.1f);
-  conv(s + "net_2", 512, 256, 3);
-  conv(s + "net_3", 1024, 512, 3);
-  w.add(v + "embeddings.class_embedding", bf, {1024}, 1.0f);
-  conv(v + "embeddings.patch_embedding", 1024, 3, 14);
-  w.add(v + "embeddings.position_embedding.weight", bf, {257, 1024}, 0.5f);
-  norm(v + "pre_layrnorm", 1024);
-  for (int j = 0; j < 24; ++j) {
-    const std::string p = v + "transformer.layers." + std::to_string(j) + ".";
-    norm(p + "layer_norm1", 1024);
-    norm(p + "layer_norm2", 1024);
-    lin(p + "self_attn.qkv_proj", 3072, 1024);
-    lin(p + "self_attn.out_proj", 1024, 1024);
-    lin(p + "mlp.fc1", 4096, 1024);
-    lin(p + "mlp.fc2", 1024, 4096);
-  }
-  lin("model.projector.layers", 1280, 2048);
+  bench::add_ocr_encoder(w, 12, {2, 5, 8, 11}, 24);
   w.write((fs::path(dir) / "model.safetensors").string(), 2025);
   std::ofstream(fs::path(dir) / "config.json") << cfg.dump(2);
 }

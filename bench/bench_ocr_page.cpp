@@ -136,51 +136,7 @@ void make_ocr_checkpoint(const std::string& dir, const Sizes& z) {
     w.add(n + ".weight", bf, {out, in}, 1.0f / std::sqrt(float(in)));
     if (bias) w.add(n + ".bias", bf, {out}, 0.1f);
   };
-  auto conv = [&](const std::string& n, int64_t out, int64_t in, int64_t k) {
-    w.add(n + ".weight", bf, {out, in, k, k}, 1.0f / std::sqrt(float(in * k * k)));
-  };
-  auto norm = [&](const std::string& n, int64_t d) {
-    w.add(n + ".weight", bf, {d}, 0.05f);
-    w.add(n + ".bias", bf, {d}, 0.05f);
-  };
-  const std::string s = "model.sam_model.", v = "model.vision_model.";
-  conv(s + "patch_embed.proj", 768, 3, 16);
-  w.add(s + "patch_embed.proj.bias", bf, {768}, 0.1f);
-  w.add(s + "pos_embed", bf, {1, 64, 64, 768}, 0.5f);
-  for (int i = 0; i < z.sam_layers; ++i) {
-    const std::string p = s + "blocks." + std::to_string(i) + ".";
-    const bool global = std::find(z.sam_globals.begin(), z.sam_globals.end(), i) != z.sam_globals.end();
-    norm(p + "norm1", 768);
-    norm(p + "norm2", 768);
-    lin(p + "attn.qkv", 2304, 768, true);
-    lin(p + "attn.proj", 768, 768, true);
-    w.add(p + "attn.rel_pos_h", bf, {global ? 127 : 27, 64}, 0.5f);
-    w.add(p + "attn.rel_pos_w", bf, {global ? 127 : 27, 64}, 0.5f);
-    lin(p + "mlp.lin1", 3072, 768, true);
-    lin(p + "mlp.lin2", 768, 3072, true);
-  }
-  conv(s + "neck.0", 256, 768, 1);
-  w.add(s + "neck.1.weight", bf, {256}, 1.0f);
-  w.add(s + "neck.1.bias", bf, {256}, 0.1f);
-  conv(s + "neck.2", 256, 256, 3);
-  w.add(s + "neck.3.weight", bf, {256}, 1.0f);
-  w.add(s + "neck.3.bias", bf, {256}, 0.1f);
-  conv(s + "net_2", 512, 256, 3);
-  conv(s + "net_3", 1024, 512, 3);
-  w.add(v + "embeddings.class_embedding", bf, {1024}, 1.0f);
-  conv(v + "embeddings.patch_embedding", 1024, 3, 14);
-  w.add(v + "embeddings.position_embedding.weight", bf, {257, 1024}, 0.5f);
-  norm(v + "pre_layrnorm", 1024);
-  for (int j = 0; j < z.clip_layers; ++j) {
-    const std::string p = v + "transformer.layers." + std::to_string(j) + ".";
-    norm(p + "layer_norm1", 1024);
-    norm(p + "layer_norm2", 1024);
-    lin(p + "self_attn.qkv_proj", 3072, 1024, true);
-    lin(p + "self_attn.out_proj", 1024, 1024, true);
-    lin(p + "mlp.fc1", 4096, 1024, true);
-    lin(p + "mlp.fc2", 1024, 4096, true);
-  }
-  lin("model.projector.layers", 1280, 2048, true);
+  bench::add_ocr_encoder(w, z.sam_layers, z.sam_globals, z.clip_layers);
   w.add("model.image_newline", bf, {1280}, 1.0f / std::sqrt(1280.0f));
   w.add("model.view_seperator", bf, {1280}, 1.0f / std::sqrt(1280.0f));
   // Decoder.
