@@ -206,6 +206,11 @@ TEST_CASE("decompression bombs are refused from the header, before any pixel buf
   for (int i = 0; i < 4; ++i) bomb.push_back(0);  // CRC (stb does not check it)
   expect_error([&] { decode_image(bomb, "bomb.png"); }, "bomb.png", "over the decode limit of 178956970");
   expect_error([&] { decode_image(bomb, "bomb.png"); }, "bomb.png", "50000x50000 = 2500000000 pixels");
+  // fuzz_image found this one: an IHDR of 3276865474 x 3276802050, whose product passes int64;
+  // the message used to multiply signed (UBSan: signed overflow)
+  std::vector<uint8_t> wide = {0x89, 'P',  'N',  'G',  '\r', '\n', 0x1a, '\n', 0,    0,    0,    13,   'I', 'H', 'D', 'R',
+                               0xc3, 0x50, 0xff, 0xc2, 0xc3, 0x50, 0x08, 0x02, 0x00, 0x00, 0x00, 0x7a, 0xaa, 0xaa, 0x9d};
+  expect_error([&] { decode_image(wide, "wide.png"); }, "wide.png", "3276865474x3276802050 = 10737639502777421700 pixels");
   // and a valid image over a small limit is refused the same way
   DecodeOptions small;
   small.max_pixels = 1000;

@@ -610,8 +610,9 @@ inline Image decode_image(const uint8_t* data, size_t size, const std::string& n
   if (size > size_t(INT_MAX)) throw Error("image file is larger than 2 GiB", in_file(name));
   auto check_pixels = [&](int64_t w, int64_t h) {
     if (w > 0 && h > 0 && w > opt.max_pixels / h)
-      throw Error("image is " + std::to_string(w) + "x" + std::to_string(h) + " = " + std::to_string(w * h) +
-                      " pixels, over the decode limit of " + std::to_string(opt.max_pixels) +
+      // w and h come from a header (a PNG's are u32), so their product can pass int64: print it unsigned.
+      throw Error("image is " + std::to_string(w) + "x" + std::to_string(h) + " = " +
+                      std::to_string(uint64_t(w) * uint64_t(h)) + " pixels, over the decode limit of " + std::to_string(opt.max_pixels) +
                       " (DecodeOptions::max_pixels, default kMaxImagePixels, a guard against decompression bombs)",
                   in_file(name));
   };
