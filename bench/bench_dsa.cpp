@@ -3,7 +3,9 @@
 // dense absorbed MLA vs DSA (indexer + sparse absorbed MLA) over a filled cache of L tokens.
 //   BM_decode/<mode>/L      one query at position L-1 (batch-1 decode)
 //   BM_prefill/<mode>/L     a chunk of 16 queries at positions L-16 .. L-1
-//   mode 0 dense MLA, 1 DSA, 2 the DSA indexer alone (its share of mode 1)
+//   mode 0 dense MLA, 1 DSA, 2 the DSA indexer alone (its share of mode 1); last argument: 1 = bf16 cache
+//   BM_attention/L/bf16     the dense decode attention alone, cache GB/s against BM_MemoryBandwidth's triad
+//   BM_chunk_order/o/n      a chunk of n queries at 4K context, tiled (o = 0) vs absorbed (1): mla.hpp's cost rule
 // Counters: tokens/s (Time is per call: 1 token for decode, 16 for prefill). Cost model per query: projections
 // (L-independent, ~0.4 GB of bf16 weights: o_proj 235 MB dominates), dense attention 128 * L * (576 + 512) FMAs, DSA
 // attention 128 * min(L, 2048) * (576 + 512) FMAs + indexer 64 * 128 * L FMAs. The cache rows are filled with random
@@ -14,8 +16,11 @@
 #include <deepseek/nn/mla.hpp>
 
 #include <benchmark/benchmark.h>
+
+#include "memory_bandwidth.hpp"
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -130,7 +135,7 @@ struct Layer {
   std::shared_ptr<io::Checkpoint> ckpt;
   nn::Mla<cpu> dense, dsa;
   nn::Indexer<cpu> indexer;
-  nn::KvCache cache;
+  nn::KvCache cache, cache16;  // the same rows in f32 and in bf16
   std::vector<float> x, cq;
 };
 
@@ -149,10 +154,12 @@ Layer& layer() {
     l.dsa = nn::Mla<cpu>(w, mc, rope, scale, l.indexer);
     // One cache whose rows hold [c_kv ; k_pe ; index key]; the dense layer reads the first 576.
     l.cache = nn::KvCache(1, mc.row_width(), kMaxContext);
-    const auto v = l.cache.view(0);
+    l.cache16 = nn::KvCache(1, mc.row_width(), kMaxContext, nn::CacheLayout::contiguous, 16, nn::CacheDType::bf16);
+    const auto v = l.cache.view(0), v16 = l.cache16.view(0);
     for (int64_t t = 0; t < kMaxContext; ++t) {
       float* r = v.row(t);
       for (int64_t i = 0; i < mc.row_width(); ++i) r[i] = uniform();
+      v16.store(t, 0, r, mc.row_width());
     }
     l.x.resize(size_t(kChunk * kHidden));
     l.cq.resize(size_t(kChunk * kQLora));
@@ -167,41 +174,94 @@ void run(benchmark::State& state, int64_t n) {
   Layer& l = layer();
   const int mode = int(state.range(0));
   const int64_t L = state.range(1), p0 = L - n;
+  const bool bf16 = state.range(2) != 0;
+  const nn::CacheView view = (bf16 ? l.cache16 : l.cache).view(0);
   std::vector<float> y(size_t(n * kHidden));
   nn::Selection sel;
   for (auto _ : state) {
     if (mode == 0)
-      l.dense.forward(l.x.data(), n, p0, l.cache.view(0), y.data(), nn::MlaMode::absorbed);
+      l.dense.forward(l.x.data(), n, p0, view, y.data(), nn::MlaMode::absorbed);
     else if (mode == 1)
-      l.dsa.forward(l.x.data(), n, p0, l.cache.view(0), y.data(), nn::MlaMode::absorbed);
+      l.dsa.forward(l.x.data(), n, p0, view, y.data(), nn::MlaMode::absorbed);
     else
-      l.indexer.forward(l.x.data(), l.cq.data(), n, p0, l.cache.view(0), kKvLora + kRope, sel);
+      l.indexer.forward(l.x.data(), l.cq.data(), n, p0, view, kKvLora + kRope, sel);
     benchmark::DoNotOptimize(y.data());
   }
   state.counters["tokens/s"] = benchmark::Counter(double(state.iterations()) * double(n), benchmark::Counter::kIsRate);
-  state.SetLabel(mode == 0 ? "dense" : mode == 1 ? "dsa" : "indexer");
+  state.SetLabel(std::string(mode == 0 ? "dense" : mode == 1 ? "dsa" : "indexer") + (bf16 ? ", bf16 cache" : ", f32 cache"));
+}
+
+using deepseek::bench::BM_MemoryBandwidth;
+using deepseek::bench::triad_gbs;
+
+// The dense decode attention alone (Ops::latent_attention: one query, 128 heads, every cached
+// row): cache GB/s (576 values a row) against the triad, and GFLOP/s (2 x 128 x (2 x 512 + 64) a row).
+void BM_attention(benchmark::State& state) {
+  Layer& l = layer();
+  const int64_t L = state.range(0);
+  const bool bf16 = state.range(1) != 0;
+  const nn::CacheView view = (bf16 ? l.cache16 : l.cache).view(0);
+  std::vector<float> qa(size_t(kHeads * (kKvLora + kRope))), o(size_t(kHeads * kKvLora));
+  for (auto& e : qa) e = uniform();
+  std::vector<const void*> rows(static_cast<size_t>(L));
+  for (int64_t t = 0; t < L; ++t) rows[size_t(t)] = view.row_data(t);
+  const int32_t len = int32_t(L);
+  const backend::cpu::LatentRows r{rows.data(), 0, &len, bf16 ? backend::cpu::RowFormat::bf16 : backend::cpu::RowFormat::f32, 0};
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    backend::Ops<cpu>::latent_attention(qa.data(), 1, kHeads, kKvLora, kRope, 0.07f, r, o.data());
+    benchmark::DoNotOptimize(o.data());
+  }
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / double(state.iterations());
+  const double bytes = double(L) * double(kKvLora + kRope) * (bf16 ? 2 : 4);
+  state.counters["cache_GB/s"] = bytes / sec / 1e9;
+  if (triad_gbs() > 0) state.counters["of_triad"] = bytes / sec / 1e9 / triad_gbs();
+  state.counters["GFLOP/s"] = double(L) * double(kHeads) * double(2 * kKvLora + kRope) * 2 / sec / 1e9;
+  state.SetLabel(bf16 ? "bf16 cache" : "f32 cache");
+}
+
+// The cost rule of nn/mla.hpp checked by measurement: a chunk of n queries at the end of a 4K
+// context, dense MLA, tiled (mode 0) vs absorbed (1); the rule predicts tiled from n ~ 170 on.
+void BM_chunk_order(benchmark::State& state) {
+  Layer& l = layer();
+  const bool tiled = state.range(0) == 0;
+  const int64_t n = state.range(1), L = 4096, p0 = L - n;
+  std::vector<float> x(size_t(n * kHidden)), y(size_t(n * kHidden));
+  for (auto& e : x) e = uniform();
+  for (auto _ : state) {
+    l.dense.forward(x.data(), n, p0, l.cache16.view(0), y.data(), tiled ? nn::MlaMode::tiled : nn::MlaMode::absorbed);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["tokens/s"] = benchmark::Counter(double(state.iterations()) * double(n), benchmark::Counter::kIsRate);
+  state.SetLabel(tiled ? "tiled" : "absorbed");
 }
 
 void BM_decode(benchmark::State& s) { run(s, 1); }
 void BM_prefill(benchmark::State& s) { run(s, kChunk); }
 
-// Iterations fixed so the whole sweep takes about two minutes on 2 cores. Dense prefill stops at
-// 16K: its absorbed order attends each query of the chunk on its own, so its time per token is the
-// decode time (16 x ~6 s at 64K would dominate the run).
+// Iterations fixed so the whole sweep takes a few minutes on 2 cores.
 void decode_sweep(benchmark::internal::Benchmark* b) {
-  for (int mode : {0, 1, 2})
-    for (int64_t L : {1024, 2048, 4096, 8192, 16384, 32768, 65536}) b->Args({mode, L});
+  for (int bf16 : {0, 1})
+    for (int mode : {0, 1, 2})
+      for (int64_t L : {1024, 2048, 4096, 8192, 16384, 32768, 65536}) b->Args({mode, L, bf16});
   b->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(2);
 }
 void prefill_sweep(benchmark::internal::Benchmark* b) {
   for (int mode : {0, 1, 2})
-    for (int64_t L : {1024, 2048, 4096, 8192, 16384, 32768, 65536})
-      if (mode != 0 || L <= 16384) b->Args({mode, L});
+    for (int64_t L : {1024, 4096, 16384, 65536}) b->Args({mode, L, 1});
   b->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
+}
+void attention_sweep(benchmark::internal::Benchmark* b) {
+  for (int bf16 : {0, 1})
+    for (int64_t L : {1024, 4096, 16384, 65536}) b->Args({L, bf16});
+  b->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(4);
 }
 
 }  // namespace
 
+BENCHMARK(BM_MemoryBandwidth)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
+BENCHMARK(BM_attention)->Apply(attention_sweep);
+BENCHMARK(BM_chunk_order)->ArgsProduct({{0, 1}, {64, 128, 256, 512}})->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 BENCHMARK(BM_decode)->Apply(decode_sweep);
 BENCHMARK(BM_prefill)->Apply(prefill_sweep);
 

@@ -2,6 +2,9 @@
 // weights, reported as achieved weight bandwidth (GB/s) and GFLOP/s. First argument: 0 f32, 1 bf16,
 // 2 FP8 (f32 activations), 3 bf16 weights with bf16 activations, 4 FP8 with bf16 activations
 // (the AVX-512 kernels where the CPU has them; the label says which ran).
+// BM_MemoryBandwidth: a STREAM triad over the thread pool, run first; each BM_Linear then reports
+// of_triad, its weight bandwidth as a share of the triad measured in the same run (the VM's
+// bandwidth moves between runs). DEEPSEEK_NUM_THREADS=1 measures one core (both sides).
 // BM_PeakFlops: the core's multiply ceiling, the yardstick for prefill (compute bound): 12
 // independent accumulator chains of f32 FMA (0) or VDPBF16PS (1) on 512-bit registers, per
 // thread; run with --benchmark_filter=PeakFlops, the threads/2 line is both cores.
@@ -9,7 +12,12 @@
 
 #include <benchmark/benchmark.h>
 
+#include "memory_bandwidth.hpp"
+
+#include <chrono>
+#include <map>
 #include <random>
+#include <tuple>
 #include <vector>
 
 using namespace deepseek;
@@ -41,28 +49,46 @@ Matrix make(DType dt, int64_t rows, int64_t cols) {
   return o;
 }
 
+using deepseek::bench::BM_MemoryBandwidth;
+using deepseek::bench::triad_gbs;
+
+// One matrix per dtype and shape for the whole run (filling V3's 132M weights takes seconds, and
+// --benchmark_repetitions reruns the setup).
+Matrix& cached(DType dt, int64_t rows, int64_t cols) {
+  static std::map<std::tuple<DType, int64_t, int64_t>, Matrix> cache;
+  auto it = cache.find({dt, rows, cols});
+  if (it == cache.end()) it = cache.emplace(std::make_tuple(dt, rows, cols), make(dt, rows, cols)).first;
+  return it->second;
+}
+
 void BM_Linear(benchmark::State& state) {
   const int64_t kind = state.range(0);
   const DType dt = kind == 0 ? DType::f32 : (kind == 2 || kind == 4) ? DType::f8_e4m3 : DType::bf16;
   const int64_t rows = state.range(1), cols = state.range(2), n = state.range(3);
-  auto m = make(dt, rows, cols);
-  if (kind >= 3) m.m.activations = ActivationDType::bf16;
+  Matrix& m = cached(dt, rows, cols);
+  m.m.activations = kind >= 3 ? ActivationDType::bf16 : ActivationDType::f32;
   std::vector<float> x(static_cast<size_t>(n * cols), 0.5f), y(static_cast<size_t>(n * rows));
+  backend::cpu::linear(m.m, x.data(), n, y.data());  // warm the thread pool and the scratch buffers
+  const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
     backend::cpu::linear(m.m, x.data(), n, y.data());
     benchmark::DoNotOptimize(y.data());
   }
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double bytes = double(m.w.nbytes()) + (m.s.empty() ? 0.0 : double(m.s.nbytes()));
+  if (triad_gbs() > 0) state.counters["of_triad"] = bytes * double(state.iterations()) / sec / 1e9 / triad_gbs();
   state.counters["weight_GB/s"] = benchmark::Counter(bytes * double(state.iterations()), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * double(rows * cols * n) * double(state.iterations()), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
   // Which kernel linear_rows picks (linear.hpp).
   const bool avx512 = dt == DType::f8_e4m3 ? (kind == 4 ? backend::cpu::has_avx512bf16() : backend::cpu::has_avx512())
-                      : dt == DType::bf16  ? (kind == 3 ? backend::cpu::has_avx512bf16() : backend::cpu::has_avx512() && n >= 2)
+                      : dt == DType::bf16  ? (kind == 3 ? backend::cpu::has_avx512bf16() : backend::cpu::has_avx512())
                                            : false;
   state.SetLabel(std::string(dtype_name(dt)) + (kind >= 3 ? " x bf16" : " x f32") + (avx512 ? " (avx512)" : " (avx2)"));
 }
 
 }  // namespace
+
+BENCHMARK(BM_MemoryBandwidth)->Unit(benchmark::kMillisecond)->MinTime(1.0)->UseRealTime();
 
 // V2-Lite / V3 shapes: expert 1408x2048, dense 10944x2048, V3 expert 2048x7168; n = 1 (decode),
 // 12 (tokens per expert in a 128-token prefill), 128 (dense prefill).
@@ -110,6 +136,14 @@ BENCHMARK(BM_Linear)
     ->ArgsProduct({{1, 2, 3, 4}, {1408}, {2048}, {1, 4, 12, 128}})
     ->ArgsProduct({{1, 2, 3, 4}, {2048}, {7168}, {1}})
     ->ArgsProduct({{0}, {1408}, {2048}, {1, 12}})
+    // Decode and MTP verify (n = 1, 2, 4), the dense MLP and the V3 MLP in both orientations (gate /
+    // up: rows x hidden, down: hidden x rows), the V2-Lite expert's down projection: f32 against
+    // bf16 activations, bf16 and FP8 weights.
+    ->ArgsProduct({{1, 3, 2, 4}, {10944}, {2048}, {1, 2, 4}})
+    ->ArgsProduct({{1, 3, 2, 4}, {2048}, {10944}, {1, 2, 4}})
+    ->ArgsProduct({{1, 3, 2, 4}, {18432}, {7168}, {1, 2, 4}})
+    ->ArgsProduct({{1, 3, 2, 4}, {7168}, {18432}, {1, 2, 4}})
+    ->ArgsProduct({{1, 3}, {2048}, {1408}, {1, 2, 4}})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 BENCHMARK_MAIN();

@@ -18,6 +18,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include "memory_bandwidth.hpp"
+
 #include <chrono>
 #include <cstdlib>
 #include <map>
@@ -86,24 +88,8 @@ std::string label(bool fp8, bool bf16_act) {
   return s + ", bf16 activations" + (!fp8 && backend::cpu::has_avx512bf16() ? " (avx512bf16)" : "");
 }
 
-double g_triad_gbs = 0;  // set by BM_MemoryBandwidth, which runs first
-
-void BM_MemoryBandwidth(benchmark::State& state) {
-  // STREAM triad a = b + s c over 3 x 256 MiB, split across the thread pool like our kernels.
-  const int64_t n = int64_t(64) << 20;
-  std::vector<float> a(static_cast<size_t>(n)), b(static_cast<size_t>(n), 1.0f), c(static_cast<size_t>(n), 2.0f);
-  parallel_for(n, [&](int64_t i0, int64_t i1) { std::fill(a.begin() + i0, a.begin() + i1, 0.0f); });
-  const auto t0 = std::chrono::steady_clock::now();
-  for (auto _ : state) {
-    parallel_for(n, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) a[size_t(i)] = b[size_t(i)] + 3.0f * c[size_t(i)];
-    });
-    benchmark::ClobberMemory();
-  }
-  state.counters["GB/s"] = benchmark::Counter(double(3 * n * 4) * double(state.iterations()), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
-  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  g_triad_gbs = double(3 * n * 4) * double(state.iterations()) / sec / 1e9;
-}
+using deepseek::bench::BM_MemoryBandwidth;
+using deepseek::bench::triad_gbs;
 
 void BM_Decode(benchmark::State& state) {
   const bool fp8 = state.range(0) != 0, bf16_act = state.range(1) != 0;
@@ -124,7 +110,7 @@ void BM_Decode(benchmark::State& state) {
   const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   // Weight bandwidth as a share of the STREAM triad measured in this run (the roofline; this
   // machine's bandwidth can move between runs, so the share is the comparable number).
-  if (g_triad_gbs > 0) state.counters["of_triad"] = l.bytes_per_token * double(state.iterations()) / sec / 1e9 / g_triad_gbs;
+  if (triad_gbs() > 0) state.counters["of_triad"] = l.bytes_per_token * double(state.iterations()) / sec / 1e9 / triad_gbs();
   state.counters["tok/s"] = benchmark::Counter(double(state.iterations()), benchmark::Counter::kIsRate);
   state.counters["weight_GB/s"] = benchmark::Counter(l.bytes_per_token * double(state.iterations()), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
   state.counters["GB/token"] = l.bytes_per_token / 1e9;

@@ -69,6 +69,10 @@ int run_info(int argc, char** argv) {
                      {"mtp_unique", m.mtp_params_unique}, {"mtp_embedding_and_head_copies", m.mtp_params_copies},
                      {"mtp_activated_per_token", m.mtp_params_activated}};
   j["kv_cache_bytes_per_token_bf16"] = {{"latent", m.kv_bytes_per_token_bf16}, {"full_mha", m.full_kv_bytes_per_token_bf16}};
+  // What the cache stores per token with each --cache-dtype (V3.2's index key included).
+  j["kv_cache_bytes_per_token"] = {{"f32", m.kv_bytes_per_token_f32}, {"bf16", m.kv_bytes_per_token_bf16},
+                                   {"fp8", m.kv_bytes_per_token_fp8 ? nlohmann::ordered_json(m.kv_bytes_per_token_fp8) : nullptr},
+                                   {"index_key_values_per_layer", m.index_values_per_token_layer}};
   nlohmann::ordered_json w = {{"files", ckpt->num_files()}, {"tensors", ckpt->names().size()}, {"bytes", tensor_bytes}};
   for (auto& [dt, e] : by_dtype) w["dtypes"][dt] = {{"tensors", e.first}, {"bytes", e.second}};
   j["weights"] = w;
@@ -98,9 +102,11 @@ int run_info(int argc, char** argv) {
     std::printf("               MTP: %s unique + %s embedding/head copies, %s activated per token\n",
                 count(m.mtp_params_unique).c_str(), count(m.mtp_params_copies).c_str(),
                 count(m.mtp_params_activated).c_str());
-  std::printf("kv cache       %lld bytes/token (bf16 %s) vs %lld for a full multi-head cache (%.1fx)\n",
-              (long long)m.kv_bytes_per_token_bf16, c.use_mla ? "latent c_kv + k_pe" : "K + V",
-              (long long)m.full_kv_bytes_per_token_bf16,
+  std::printf("kv cache       bytes/token (%s%s): %lld with --cache-dtype f32, %lld bf16", c.use_mla ? "latent c_kv + k_pe" : "K + V",
+              m.index_values_per_token_layer ? " + DSA index key" : "", (long long)m.kv_bytes_per_token_f32,
+              (long long)m.kv_bytes_per_token_bf16);
+  if (m.kv_bytes_per_token_fp8) std::printf(", %lld fp8", (long long)m.kv_bytes_per_token_fp8);
+  std::printf("; a full bf16 multi-head cache: %lld (%.1fx bf16)\n", (long long)m.full_kv_bytes_per_token_bf16,
               double(m.full_kv_bytes_per_token_bf16) / double(m.kv_bytes_per_token_bf16));
   if (ckpt->has_weights()) {
     std::printf("weights        %zu tensors in %zu file(s), %.3f GB\n", ckpt->names().size(), ckpt->num_files(),

@@ -1,9 +1,13 @@
 // deepseek-cli logits | generate: run a V2/V3-family checkpoint on the CPU.
-//   logits   --model DIR --ids 1,2,3 --out FILE.npy [--threads N] [--activations f32|bf16]
+//   logits   --model DIR --ids 1,2,3 --out FILE.npy [--threads N] [--activations f32|bf16] [--cache-dtype f32|bf16]
+//            [--prefill-chunk N]
 //            float32 [T, vocab], C order
 //   generate --model DIR (--ids 1,2,3 | --prompt TEXT) [--max-new N] [--greedy | --temperature T
 //            --top-p P --top-k K --seed S] [--no-repeat-ngram N] [--mtp] [--print-ids] [--stats] [--threads N] [--max-context N]
-//            [--activations f32|bf16]
+//            [--activations f32|bf16] [--cache-dtype f32|bf16] [--prefill-chunk N]
+//   --cache-dtype bf16 halves the KV cache (each cached value rounded once, nn/kv_cache.hpp); f32 (the
+//   default) is exact. --prefill-chunk N runs the prompt through the layers N tokens at a time
+//   (default: automatic, 512-token chunks for longer prompts), bounding activation memory.
 //   --activations bf16 rounds the input of every linear layer to bf16 (as transformers in bf16 and
 //   llama.cpp do; bf16 weights then multiply natively on AVX512-BF16 CPUs); f32 (the default) is exact.
 //   --mtp decodes speculatively with the checkpoint's MTP module as the draft (spec §6.2): same output
@@ -49,7 +53,8 @@ std::vector<int32_t> parse_ids(const std::string& s) {
 // A progress bar on stderr while the layers are set up; shown for checkpoints of 1 GB and more.
 // A checkpoint that fits in 3/4 of RAM is mapped in full first (Checkpoint::populate), so the
 // first forward is not slowed by page faults; a larger one pages in as the kernels touch it.
-std::shared_ptr<models::DeepSeekV3<cpu>> load_model(const std::shared_ptr<io::Checkpoint>& ckpt, ActivationDType activations) {
+std::shared_ptr<models::DeepSeekV3<cpu>> load_model(const std::shared_ptr<io::Checkpoint>& ckpt, ActivationDType activations,
+                                                    int64_t prefill_chunk) {
   const int64_t bytes = ckpt->file_bytes();
   const double ram = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
   if (double(bytes) < 0.75 * ram) {
@@ -58,6 +63,7 @@ std::shared_ptr<models::DeepSeekV3<cpu>> load_model(const std::shared_ptr<io::Ch
   }
   models::LoadOptions opts;
   opts.activations = activations;
+  opts.prefill_chunk = prefill_chunk;
   if (bytes >= (int64_t(1) << 30) || isatty(2)) {
     opts.progress = [bytes](int done, int total) {
       const int width = 40, filled = width * done / total;
@@ -77,9 +83,10 @@ void check_context(const io::ModelConfig& c, int64_t tokens, const std::string& 
 }
 
 int run_logits(int argc, char** argv) {
-  cli::Args args(argc, argv, {}, {"model", "ids", "out", "threads", "backend", "activations"});
+  cli::Args args(argc, argv, {}, {"model", "ids", "out", "threads", "backend", "activations", "cache-dtype", "prefill-chunk"});
   if (args.help()) {
-    std::printf("usage: deepseek-cli logits --model DIR --ids 1,2,3 --out FILE.npy [--threads N] [--activations f32|bf16]\n");
+    std::printf("usage: deepseek-cli logits --model DIR --ids 1,2,3 --out FILE.npy [--threads N] [--activations f32|bf16]\n"
+                "         [--cache-dtype f32|bf16] [--prefill-chunk N]\n");
     return 0;
   }
   args.reject_positional();
@@ -93,8 +100,9 @@ int run_logits(int argc, char** argv) {
   // Sizes are checked against the model before the T x vocab logits and the cache are allocated.
   check_context(ckpt->config(), T, "--ids");
   check_fits_in_memory(double(T) * double(V) * sizeof(float), "logits of " + std::to_string(T) + " x " + std::to_string(V));
-  auto model = load_model(ckpt, activations);
-  auto cache = model->make_cache({T});
+  const models::CacheOptions co{T, nn::CacheLayout::contiguous, 16, cli::parse_cache_dtype(args)};
+  auto model = load_model(ckpt, activations, args.get_int("prefill-chunk", 0, 0, kMaxPositions));
+  auto cache = model->make_cache(co);
   std::vector<float> logits(size_t(T * V));
   model->forward(ids.data(), T, cache, logits.data(), true);
   cli::write_npy(out, logits.data(), T, V);
@@ -104,12 +112,12 @@ int run_logits(int argc, char** argv) {
 int run_generate(int argc, char** argv) {
   cli::Args args(argc, argv, {"greedy", "print-ids", "stats", "mtp"},
                  {"model", "ids", "prompt", "max-new", "temperature", "top-p", "top-k", "seed", "threads", "max-context", "backend", "no-repeat-ngram",
-                  "activations"});
+                  "activations", "cache-dtype", "prefill-chunk"});
   if (args.help()) {
     std::printf(
         "usage: deepseek-cli generate --model DIR (--ids 1,2,3 | --prompt TEXT) [--max-new N]\n"
         "         [--greedy | --temperature T --top-p P --top-k K --seed S] [--no-repeat-ngram N] [--mtp] [--print-ids] [--stats]\n"
-        "         [--threads N] [--max-context N] [--activations f32|bf16]\n");
+        "         [--threads N] [--max-context N] [--activations f32|bf16] [--cache-dtype f32|bf16] [--prefill-chunk N]\n");
     return 0;
   }
   args.reject_positional();
@@ -150,10 +158,11 @@ int run_generate(int argc, char** argv) {
   if (max_ctx < need)
     throw Error("--max-context " + std::to_string(max_ctx) + " is smaller than the prompt (" + std::to_string(prompt.size()) +
                 " tokens) + --max-new (" + std::to_string(go.max_new_tokens) + ")");
-  auto model = load_model(ckpt, activations);
+  const nn::CacheDType cache_dtype = cli::parse_cache_dtype(args);
+  auto model = load_model(ckpt, activations, args.get_int("prefill-chunk", 0, 0, kMaxPositions));
   std::optional<models::MtpHead<cpu>> draft;
   if (mtp) draft.emplace(ckpt, *model);  // throws if the MTP weights are missing
-  auto cache = model->make_cache({max_ctx});
+  auto cache = model->make_cache({max_ctx, nn::CacheLayout::contiguous, 16, cache_dtype});
   std::optional<tokenizer::Tokenizer::StreamDecoder> stream;
   if (tok && !args.flag("print-ids")) {
     stream.emplace(*tok);
@@ -190,7 +199,8 @@ int run_generate(int argc, char** argv) {
                                 {"prefill_tokens_per_s", s.prefill_tokens_per_second()},
                                 {"decode_tokens_per_s", s.decode_tokens_per_second()},
                                 {"threads", num_threads()},
-                                {"activations", activations == ActivationDType::bf16 ? "bf16" : "f32"}};
+                                {"activations", activations == ActivationDType::bf16 ? "bf16" : "f32"},
+                                {"cache_dtype", nn::cache_dtype_name(cache_dtype)}};
     if (draft) {
       j["mtp"] = true;
       j["drafted"] = s.drafted;

@@ -12,6 +12,7 @@
 #include <deepseek/core/limits.hpp>
 #include <deepseek/core/parallel.hpp>
 #include <deepseek/generate/sampler.hpp>
+#include <deepseek/nn/kv_cache.hpp>
 
 #include <cmath>
 #include <cstdio>
@@ -131,6 +132,9 @@ inline ActivationDType parse_activations(const Args& args) {
   if (a == "bf16") return ActivationDType::bf16;
   throw Error("--activations must be f32 or bf16, got '" + excerpt(a) + "'");
 }
+
+// --cache-dtype f32|bf16 (default f32: exact, what the tests compare with transformers).
+inline nn::CacheDType parse_cache_dtype(const Args& args) { return nn::parse_cache_dtype(args.get("cache-dtype", "f32"), "--cache-dtype"); }
 
 using CommandFn = std::function<int(int argc, char** argv)>;
 

@@ -99,6 +99,13 @@ TEST_CASE("model sizes of the released configs", "[config][info]") {
   REQUIRE(v3.params_activated > 36500000000LL);  // README_WEIGHTS: 36.7B
   REQUIRE(v3.params_activated < 37600000000LL);
   REQUIRE(v3.kv_bytes_per_token_bf16 == 70272);
+  REQUIRE(v3.kv_bytes_per_token_f32 == 140544);
+  REQUIRE(v3.kv_bytes_per_token_fp8 == 656 * 61);  // FlashMLA's 656-byte FP8 row
+  // V3.2: the 128-value DSA index key sits in the same row: (576 + 128) x 2 B x 61 layers
+  auto v32 = models::model_info(fixture("deepseek-v3.2"));
+  REQUIRE(v32.index_values_per_token_layer == 128);
+  REQUIRE(v32.kv_bytes_per_token_bf16 == (576 + 128) * 2 * 61);
+  REQUIRE(v32.kv_bytes_per_token_fp8 == (656 + 2 * 128) * 61);  // index key in bf16 after FlashMLA's row
   REQUIRE(v3.full_kv_bytes_per_token_bf16 == 2LL * 128 * (192 + 128) * 61);
   REQUIRE(v3.dense_layers == 3);
   REQUIRE(v3.moe_layers == 58);

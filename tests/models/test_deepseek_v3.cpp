@@ -42,7 +42,7 @@ TEST_CASE("logits match transformers", "[model][reference]") {
     auto ref = load_reference(variant);
     const int64_t T = int64_t(ref.ids.size()), V = model.config().vocab_size;
     REQUIRE(ref.logits.shape() == Shape{T, V});
-    for (auto mode : {nn::MlaMode::naive, nn::MlaMode::absorbed}) {
+    for (auto mode : {nn::MlaMode::naive, nn::MlaMode::tiled, nn::MlaMode::absorbed}) {
       auto cache = model.make_cache({256});
       std::vector<float> logits(size_t(T * V));
       model.forward(ref.ids.data(), T, cache, logits.data(), true, nullptr, mode);

@@ -85,7 +85,7 @@ TEST_CASE("demo model: logits and greedy tokens match transformers", "[demo][mod
     const int64_t T = int64_t(ids.size());
     const TensorView ref_logits = d.ref->view(p + "_logits");
     REQUIRE(ref_logits.shape() == Shape{T, V});
-    for (auto mode : {nn::MlaMode::naive, nn::MlaMode::absorbed}) {
+    for (auto mode : {nn::MlaMode::naive, nn::MlaMode::tiled, nn::MlaMode::absorbed}) {
       auto cache = d.model.make_cache({T});
       std::vector<float> logits(size_t(T * V));
       d.model.forward(ids.data(), T, cache, logits.data(), true, nullptr, mode);

@@ -82,8 +82,8 @@ TEST_CASE("linear matches the reference on odd shapes", "[linear]") {
   if (!cpu::has_avx512()) WARN("this CPU has no AVX-512: only the AVX2 kernels are tested");
   for (bool avx512 : {true, false})
   for (DType dt : {DType::f32, DType::bf16, DType::f8_e4m3})
-    for (Shape2 s : {Shape2{1, 1}, Shape2{7, 13}, Shape2{129, 257}, Shape2{300, 200}, Shape2{64, 1000}})
-      for (int64_t n : {int64_t(1), int64_t(2), int64_t(6), int64_t(7), int64_t(13), cpu::kSmallMaxTokens, cpu::kSmallMaxTokens + 1, int64_t(70)}) {
+    for (Shape2 s : {Shape2{1, 1}, Shape2{7, 13}, Shape2{129, 257}, Shape2{300, 200}, Shape2{64, 1000}, Shape2{9, 8300}})
+      for (int64_t n : {int64_t(1), int64_t(2), int64_t(3), int64_t(4), int64_t(6), int64_t(7), int64_t(13), cpu::kSmallMaxTokens, cpu::kSmallMaxTokens + 1, int64_t(70)}) {
         INFO("avx512 " << avx512 << " dtype " << dtype_name(dt) << " rows " << s.rows << " cols " << s.cols << " n " << n);
         cpu::set_avx512(avx512);
         auto o = make_matrix(dt, s.rows, s.cols, uint64_t(s.rows * 31 + s.cols));

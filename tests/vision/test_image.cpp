@@ -190,6 +190,13 @@ TEST_CASE("bad image files are deepseek::Error naming the file", "[vision][error
                  "notes.txt", "not a readable");
   }
   expect_error([&] { load_image(fixture("manifest.json")); }, "manifest.json", "not a readable");
+  {  // fuzz_image found this one: a fill byte before SOI (FF FF D8 FF ...) and a DHT declaring
+     // more than 256 codes. Pillow refuses the signature; stb's looser probe used to accept it and
+     // write past its Huffman size table.
+    std::vector<uint8_t> fill = {0xff, 0xff, 0xd8, 0xff, 0xc4, 0x00, 0x13, 0x00};
+    for (int i = 0; i < 16; ++i) fill.push_back(0xff);
+    expect_error([&] { decode_image(fill, "fill.jpg"); }, "fill.jpg", "match none of their signatures");
+  }
   expect_error([&] { load_image(fixture("src")); }, "src", "directory");
   expect_error([&] { load_image(fixture("no-such-file.png")); }, "no-such-file.png", "cannot open");
   expect_error([&] { load_image("/dev/null"); }, "/dev/null", "not a regular file");

@@ -33,6 +33,9 @@ struct CacheOptions {
   int64_t max_tokens = 4096;
   nn::CacheLayout layout = nn::CacheLayout::contiguous;
   int64_t block_size = 16;
+  // f32: exact (what the transformers fixtures are checked with); bf16: half the bytes, each
+  // cached value rounded once; fp8_e4m3: FlashMLA's 656-byte layout, MLA only (kv_cache.hpp).
+  nn::CacheDType dtype = nn::CacheDType::f32;
 };
 
 struct LoadOptions {
@@ -44,7 +47,18 @@ struct LoadOptions {
   // (exact; what the transformers fixtures are checked against) or bf16 (as transformers in
   // bf16 and llama.cpp compute; bf16 checkpoints then run on AVX512-BF16 where the CPU has it).
   ActivationDType activations = ActivationDType::f32;
+  // Prompts run through all layers this many tokens at a time (chunked prefill), so activation
+  // memory stays bounded whatever the prompt length: 0 = automatic (kAutoPrefillChunk for prompts
+  // longer than that, else one chunk), N > 0 = chunks of N. Logits equal the unchunked run up to
+  // summation order (tests/models/test_long_context.cpp).
+  int64_t prefill_chunk = 0;
 };
+
+// Chunk of the automatic chunked prefill: per chunk the tiled attention keeps n x H x v outputs and
+// one expanded block, the MoE n x top-k expert rows; 512 keeps a V3 chunk's activations near 1 GB
+// while leaving the tiled order's expansion cost (T H (nope + v) lora per chunk, mla.hpp) under a
+// third of the chunk's attention work at any context.
+inline constexpr int64_t kAutoPrefillChunk = 512;
 
 template <class B>
 class DeepSeekV3 {
@@ -82,9 +96,13 @@ class DeepSeekV3 {
   nn::KvCache make_cache(const CacheOptions& o = {}) const {
     if (o.max_tokens < 1) throw Error("CacheOptions::max_tokens must be at least 1, got " + std::to_string(o.max_tokens));
     const int64_t width = nn::DecoderLayer<B>::cache_row_width(c_);
-    check_fits_in_memory(double(c_.num_hidden_layers) * double(width) * double(o.max_tokens) * sizeof(float),
+    if (o.dtype == nn::CacheDType::fp8_e4m3 && !c_.use_mla)
+      throw Error("an FP8 KV cache quantizes the MLA latent; this model uses plain multi-head attention (use_mla false): use f32 or bf16",
+                  in_file(ckpt_->dir()));
+    const int64_t fp8_values = o.dtype == nn::CacheDType::fp8_e4m3 ? c_.kv_lora_rank : 0;
+    check_fits_in_memory(double(c_.num_hidden_layers) * double(nn::cache_row_bytes(o.dtype, width, fp8_values)) * double(o.max_tokens),
                          "a KV cache of " + std::to_string(o.max_tokens) + " tokens");
-    return nn::KvCache(c_.num_hidden_layers, nn::DecoderLayer<B>::cache_row_width(c_), o.max_tokens, o.layout, o.block_size);
+    return nn::KvCache(c_.num_hidden_layers, width, o.max_tokens, o.layout, o.block_size, o.dtype, fp8_values);
   }
 
   // Runs ids[0:n) at positions cache.size() .. and appends them to the cache.
@@ -104,9 +122,10 @@ class DeepSeekV3 {
       if (ids[i] < 0 || ids[i] >= V)
         throw Error("token id " + std::to_string(ids[i]) + " at index " + std::to_string(i) +
                     " is outside the vocabulary [0, " + std::to_string(V) + ")");
-    std::vector<float> h(size_t(n * d));
-    for (int64_t i = 0; i < n; ++i) backend::cpu::to_f32(embed_.slice_rows(ids[i], ids[i] + 1), h.data() + i * d);
-    run_layers(h, n, p0, cache, logits, all_logits, hidden, mode);
+    run_chunked(n, logits, all_logits, hidden, [&](int64_t i0, int64_t i1, std::vector<float>& h) {
+      h.resize(size_t((i1 - i0) * d));
+      for (int64_t i = i0; i < i1; ++i) backend::cpu::to_f32(embed_.slice_rows(ids[i], ids[i] + 1), h.data() + (i - i0) * d);
+    }, cache, mode);
   }
 
   // The same forward from input embeddings x [n, d] instead of token ids: what a multimodal model
@@ -119,8 +138,9 @@ class DeepSeekV3 {
       throw Error("context of " + std::to_string(p0 + n) + " tokens exceeds the KV cache capacity (" +
                   std::to_string(cache.capacity()) + ") or max_position_embeddings (" +
                   std::to_string(c_.max_position_embeddings) + ")");
-    std::vector<float> h(x, x + n * d);
-    run_layers(h, n, p0, cache, logits, all_logits, hidden, mode);
+    run_chunked(n, logits, all_logits, hidden, [&](int64_t i0, int64_t i1, std::vector<float>& h) {
+      h.assign(x + i0 * d, x + i1 * d);
+    }, cache, mode);
   }
 
   // Full-vocabulary logits of the final hidden states h [n, d] (the MTP head may share lm_head).
@@ -128,6 +148,26 @@ class DeepSeekV3 {
   const TensorView& embedding() const { return embed_; }
 
  private:
+  // Splits n input rows into prefill chunks; fill(i0, i1, h) writes rows [i0, i1) of the input.
+  // Each chunk runs every layer and appends to the cache; logits rows come from the chunks that
+  // own them (all of them with all_logits, else the last chunk's last row).
+  template <class Fill>
+  void run_chunked(int64_t n, float* logits, bool all_logits, float* hidden, Fill&& fill, nn::KvCache& cache,
+                   nn::MlaMode mode) const {
+    const int64_t d = c_.hidden_size, V = c_.vocab_size;
+    if (opts_.prefill_chunk < 0)
+      throw Error("LoadOptions::prefill_chunk must be >= 0 (0 = automatic), got " + std::to_string(opts_.prefill_chunk));
+    const int64_t chunk = opts_.prefill_chunk > 0 ? opts_.prefill_chunk : (n > kAutoPrefillChunk ? kAutoPrefillChunk : n);
+    std::vector<float> h;
+    for (int64_t i0 = 0; i0 < n; i0 += chunk) {
+      const int64_t i1 = std::min(n, i0 + chunk);
+      const bool last = i1 == n;
+      fill(i0, i1, h);
+      float* lg = logits == nullptr ? nullptr : all_logits ? logits + i0 * V : last ? logits : nullptr;
+      run_layers(h, i1 - i0, cache.size(), cache, lg, all_logits, hidden ? hidden + i0 * d : nullptr, mode);
+    }
+  }
+
   // Decoder layers over h [n, d] at positions p0 .., then model.norm and lm_head.
   void run_layers(std::vector<float>& h, int64_t n, int64_t p0, nn::KvCache& cache, float* logits, bool all_logits,
                   float* hidden, nn::MlaMode mode) const {

@@ -14,6 +14,8 @@
 // decoder layer and shared_head.norm ("unique"), plus their embedding and head copies.
 #pragma once
 
+#include "deepseek/nn/kv_cache.hpp"
+
 #include "deepseek/io/config.hpp"
 
 #include <cstdint>
@@ -28,8 +30,11 @@ struct ModelInfo {
   int64_t mtp_params_copies = 0;   // the embedding and shared_head.head copies they carry
   int64_t mtp_params_activated = 0;
   int64_t kv_values_per_token_layer = 0;       // what our cache stores (MLA latent or MHA K+V)
+  int64_t index_values_per_token_layer = 0;    // V3.2: the DSA index key in the same row (included above)
   int64_t full_kv_values_per_token_layer = 0;  // K and V expanded per head (naive MHA cache)
-  int64_t kv_bytes_per_token_bf16 = 0;         // over all main layers
+  int64_t kv_bytes_per_token_bf16 = 0;         // over all main layers, with a bf16 cache (CacheDType::bf16)
+  int64_t kv_bytes_per_token_f32 = 0;          // ... with an f32 cache (CacheDType::f32, the exact one)
+  int64_t kv_bytes_per_token_fp8 = 0;          // ... FP8 (FlashMLA's layout; 0: not available, plain attention)
   int64_t full_kv_bytes_per_token_bf16 = 0;
 };
 
@@ -91,12 +96,17 @@ inline ModelInfo model_info(const io::ModelConfig& c) {
     m.mtp_params_copies += embed + c.vocab_size * d;
   }
   if (c.use_mla) {
-    m.kv_values_per_token_layer = c.kv_lora_rank + c.qk_rope_head_dim;
+    m.index_values_per_token_layer = c.has_indexer() ? c.index_head_dim : 0;
+    m.kv_values_per_token_layer = c.kv_lora_rank + c.qk_rope_head_dim + m.index_values_per_token_layer;
     m.full_kv_values_per_token_layer = int64_t(c.num_attention_heads) * (c.qk_head_dim() + c.v_head_dim);
   } else {
     m.kv_values_per_token_layer = m.full_kv_values_per_token_layer = 2 * int64_t(c.num_key_value_heads) * c.head_dim;
   }
   m.kv_bytes_per_token_bf16 = 2 * m.kv_values_per_token_layer * c.num_hidden_layers;
+  m.kv_bytes_per_token_f32 = 4 * m.kv_values_per_token_layer * c.num_hidden_layers;
+  if (c.use_mla && c.kv_lora_rank > 0 && c.kv_lora_rank % nn::kFp8CacheBlock == 0)
+    m.kv_bytes_per_token_fp8 =
+        nn::cache_row_bytes(nn::CacheDType::fp8_e4m3, m.kv_values_per_token_layer, c.kv_lora_rank) * c.num_hidden_layers;
   m.full_kv_bytes_per_token_bf16 = 2 * m.full_kv_values_per_token_layer * c.num_hidden_layers;
   return m;
 }

@@ -52,25 +52,32 @@ class Attention {
     Ops::linear(v_proj_, x, n, kv.data() + kvw, -1, 2 * kvw);
     for (int64_t t = 0; t < n; ++t) {
       for (int64_t h = 0; h < H; ++h) rope_.apply(q.data() + (t * H + h) * hd, p0 + t);
-      float* row = cache.row(p0 + t);
-      std::copy(kv.data() + t * 2 * kvw, kv.data() + (t + 1) * 2 * kvw, row);
+      float* row = kv.data() + t * 2 * kvw;
       for (int64_t g = 0; g < G; ++g) rope_.apply(row + g * hd, p0 + t);
+      cache.store(p0 + t, 0, row, 2 * kvw);
     }
+    // Head g's K or V of row t as f32: in place for an f32 cache, widened into buf for bf16.
+    const bool f32 = cache.dtype == CacheDType::f32;
+    auto kv_at = [&](int64_t t, int64_t col, float* buf) -> const float* {
+      if (f32) return cache.row(t) + col;
+      cache.load(t, col, buf, hd);
+      return buf;
+    };
     const float scale = 1.0f / std::sqrt(float(hd));
     std::vector<float> o(static_cast<size_t>(n * H * hd));
     parallel_for(H, [&](int64_t h0, int64_t h1) {
-      std::vector<float> p;
+      std::vector<float> p, buf(static_cast<size_t>(hd));
       for (int64_t h = h0; h < h1; ++h) {
         const int64_t g = h / (H / G);
         for (int64_t s = 0; s < n; ++s) {
           const int64_t len = p0 + s + 1;
           p.resize(size_t(len));
           const float* qs = q.data() + (s * H + h) * hd;
-          for (int64_t t = 0; t < len; ++t) p[size_t(t)] = scale * Ops::dot(qs, cache.row(t) + g * hd, hd);
+          for (int64_t t = 0; t < len; ++t) p[size_t(t)] = scale * Ops::dot(qs, kv_at(t, g * hd, buf.data()), hd);
           Ops::softmax(p.data(), len);
           float* os = o.data() + (s * H + h) * hd;
           std::fill(os, os + hd, 0.0f);
-          for (int64_t t = 0; t < len; ++t) Ops::axpy(p[size_t(t)], cache.row(t) + kvw + g * hd, os, hd);
+          for (int64_t t = 0; t < len; ++t) Ops::axpy(p[size_t(t)], kv_at(t, kvw + g * hd, buf.data()), os, hd);
         }
       }
     });

@@ -16,11 +16,12 @@
 //
 // IndexerPrecision::fp8_hadamard simulates the official kernel (spec §5.3): q heads and k are
 // rotated by the orthonormal Walsh-Hadamard matrix (1/sqrt(D)) H_D, then quantized to e4m3 with one
-// power-of-two (ue8m0) scale per D-vector, and scored dequantized. How far it moves the selection
-// (tests/models/test_dsa.cpp, "FP8 indexer drift"): on v32_dsa_topk_small (4 index heads, D = 16,
-// index_topk 5; prompt + greedy continuation, 2 layers) 5 of 310 selected entries (1.6%) differ from
-// the f32 selection; v32_dsa_topk_large never has to choose. The
-// default (f32) matches transformers' DeepseekV32 port, which skips the rotation and FP8 too.
+// power-of-two (ue8m0) scale per block of 128 values (act_quant), and scored dequantized. Checked
+// against a PyTorch port of the official path (tests/reference/make_dsa_fixtures.py,
+// v32_dsa_fp8_indexer: D = 128, 8 index heads, index_topk 8): the selections are equal, and 26 of
+// 640 selected entries (4.1%) differ from the f32 selection. The official code rounds the rotated
+// vectors to bf16 before quantizing (its activations are bf16); with our f32 activations that step
+// is absent. The default (f32) matches transformers' DeepseekV32 port, which skips the rotation and FP8.
 #pragma once
 
 #include "deepseek/backend/cpu/backend.hpp"
@@ -84,7 +85,7 @@ class Indexer {
   IndexerPrecision precision() const { return precision_; }
 
   // Tokens at positions p0 .. p0+n-1 (x [n, d], cq [n, q_lora]): writes their keys to
-  // cache.row(p)[col, col + D), then selects for each query among [0, p0 + s].
+  // columns [col, col + D) of cache row p, then selects for each query among [0, p0 + s].
   void forward(const float* x, const float* cq, int64_t n, int64_t p0, const CacheView& cache, int64_t col,
                Selection& sel) const {
     const int64_t H = c_.n_heads, D = c_.head_dim;
@@ -104,7 +105,7 @@ class Indexer {
         fp8_hadamard(kt);
         for (int64_t h = 0; h < H; ++h) fp8_hadamard(q.data() + (t * H + h) * D);
       }
-      std::copy(kt, kt + D, cache.row(p0 + t) + col);
+      cache.store(p0 + t, col, kt, D);
     }
 
     sel.k = c_.topk;
@@ -112,6 +113,7 @@ class Indexer {
     sel.count.assign(size_t(n), 0);
     const float scale = 1.0f / std::sqrt(float(D));
     std::vector<float> score;
+    std::vector<const void*> keys;
     std::vector<int32_t> order;
     for (int64_t s = 0; s < n; ++s) {
       const int64_t len = p0 + s + 1;
@@ -124,17 +126,9 @@ class Indexer {
         continue;
       }
       score.resize(size_t(len));
-      parallel_for(
-          len,
-          [&](int64_t t0, int64_t t1) {
-            for (int64_t t = t0; t < t1; ++t) {
-              const float* kt = cache.row(t) + col;
-              float acc = 0;
-              for (int64_t h = 0; h < H; ++h) acc += ws[h] * std::max(Ops::dot(qs + h * D, kt, D) * scale, 0.0f);
-              score[size_t(t)] = acc;
-            }
-          },
-          256);
+      keys.resize(size_t(len));
+      for (int64_t t = 0; t < len; ++t) keys[size_t(t)] = cache.values_at(t, col);
+      Ops::indexer_scores(qs, ws, H, D, scale, keys.data(), cache.dtype != CacheDType::f32, len, score.data());
       order.resize(size_t(len));
       for (int64_t t = 0; t < len; ++t) order[size_t(t)] = int32_t(t);
       auto before = [&](int32_t a, int32_t b) {
@@ -159,9 +153,16 @@ class Indexer {
       v[i] = (v[i] - float(mean)) * inv * k_norm_weight_[size_t(i)] + k_norm_bias_[size_t(i)];
   }
 
-  // In place: v <- e4m3 round trip of (1/sqrt(D)) H_D v, one ue8m0 scale for the vector.
+  // In place: v <- e4m3 round trip of (1/sqrt(D)) H_D v, one ue8m0 scale per block of 128 values.
   void fp8_hadamard(float* v) const {
+    // DeepSeek-V3.2-Exp inference: rotate_activation = hadamard_transform(x, scale = D^-0.5) (Sylvester
+    // order, the butterfly below), then kernel.py act_quant(x, block_size = 128, scale_fmt = "ue8m0"):
+    // per block of 128 values, amax = max(|x|, 1e-4), s = 2^ceil(log2(amax * (1/448))) exactly (its
+    // fast_round_scale reads the exponent bits, + 1 if any mantissa bit is set), x <- e4m3(clamp(x / s,
+    // +-448)) s. fp8_index's relu(q8 . k8) q_s k_s w / sqrt(D) is then the dequantized score forward()
+    // computes (power-of-two scales: only f32 summation order differs). Dims below 128 form one block.
     const int64_t D = c_.head_dim;
+    constexpr int64_t kBlock = 128;
     for (int64_t len = 1; len < D; len *= 2)
       for (int64_t i = 0; i < D; i += 2 * len)
         for (int64_t j = i; j < i + len; ++j) {
@@ -170,11 +171,17 @@ class Indexer {
           v[j + len] = a - b;
         }
     const float norm = 1.0f / std::sqrt(float(D));
-    float amax = 0;
-    for (int64_t i = 0; i < D; ++i) amax = std::max(amax, std::fabs(v[i] *= norm));
-    const float sigma = std::exp2(std::ceil(std::log2(std::max(amax, 1e-4f) / 448.0f)));
-    for (int64_t i = 0; i < D; ++i)
-      v[i] = f8_e4m3_to_f32(f32_to_f8_e4m3(std::clamp(v[i] / sigma, -448.0f, 448.0f))) * sigma;
+    for (int64_t i = 0; i < D; ++i) v[i] *= norm;
+    for (int64_t b0 = 0; b0 < D; b0 += kBlock) {
+      const int64_t b1 = std::min(D, b0 + kBlock);
+      float amax = 1e-4f;
+      for (int64_t i = b0; i < b1; ++i) amax = std::max(amax, std::fabs(v[i]));
+      int e = 0;
+      const float m = std::frexp(amax * (1.0f / 448.0f), &e);  // amax / 448 = m 2^e, m in [0.5, 1)
+      const float sigma = std::ldexp(1.0f, m == 0.5f ? e - 1 : e);
+      for (int64_t i = b0; i < b1; ++i)
+        v[i] = f8_e4m3_to_f32(f32_to_f8_e4m3(std::clamp(v[i] / sigma, -448.0f, 448.0f))) * sigma;
+    }
   }
 
   IndexerConfig c_;

@@ -1,35 +1,144 @@
-// The per-sequence KV cache, contiguous or paged, behind one view type.
+// The per-sequence KV cache, contiguous or paged, f32, bf16 or FP8, behind one view type.
 //
 // MLA caches only the latent: per token and layer, c_kv = kv_a_layernorm(c) [kv_lora_rank]
 // followed by k_pe after RoPE [qk_rope_head_dim] (576 values for V3, vs 40,960 for expanded
-// per-head K and V). Plain multi-head attention caches K then V [2 * kv_heads * head_dim]. The
-// cache holds f32 so decode matches a full recompute exactly.
+// per-head K and V); V3.2 appends the indexer key [index_head_dim]. Plain multi-head attention
+// caches K then V [2 * kv_heads * head_dim].
 //
-// CacheView is what attention kernels read: row(pos) is the address of one token's values in one
-// layer. Contiguous: base + pos * width. Paged: fixed blocks of block_size tokens, placed through
-// a block table (logical block -> physical block), as vLLM-style engines hold them; an engine
-// that owns its own pool builds a CacheView over it directly.
+// Cache dtypes (CacheDType), bytes per row at V3 shapes (576 values):
+//   f32        exact: what the transformers fixtures are checked with              2,304
+//   bf16       each value rounded to nearest even once, when its row is written     1,152
+//              (relative 2^-9); attention widens rows back to f32 exactly and does all
+//              arithmetic in f32, so that one rounding is the only error
+//   fp8_e4m3   FlashMLA's layout (V3.2's FP8 sparse decoding, tests/quant.py there):   656
+//              the first fp8_values (kv_lora_rank = 512) values as e4m3 in blocks of 128, each
+//              block x / s with s = 2^ceil(log2(max(amax / 448, 1e-4))) (ue8m0-valued f32);
+//              then the block scales as 4 f32; then the rest (k_pe, V3.2's index key) as bf16:
+//                [512 x e4m3][4 x f32 scale][64 x bf16 k_pe][index key x bf16]
+//              MLA only (plain attention's K/V rows have no latent to quantize)
+//
+// CacheView is what attention kernels read: row_data(pos) is the address of one token's values in
+// one layer (row_bytes() apart; dtype says how to read them). Contiguous: base + pos * row_bytes.
+// Paged: fixed blocks of block_size tokens, placed through a block table (logical block ->
+// physical block), as vLLM-style engines hold them; an engine that owns its own pool builds a
+// CacheView over it directly.
 #pragma once
 
+#include "deepseek/core/dtype.hpp"
 #include "deepseek/core/error.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
 namespace deepseek::nn {
 
+enum class CacheDType { f32, bf16, fp8_e4m3 };
+
+inline constexpr int64_t kFp8CacheBlock = 128;  // values per FP8 scale
+
+inline const char* cache_dtype_name(CacheDType d) {
+  return d == CacheDType::f32 ? "f32" : d == CacheDType::bf16 ? "bf16" : "fp8";
+}
+// Bytes of a row of `width` values whose first `fp8_values` are quantized (fp8_e4m3 only).
+inline int64_t cache_row_bytes(CacheDType d, int64_t width, int64_t fp8_values) {
+  if (d == CacheDType::f32) return 4 * width;
+  if (d == CacheDType::bf16) return 2 * width;
+  return fp8_values + 4 * (fp8_values / kFp8CacheBlock) + 2 * (width - fp8_values);
+}
+// "f32" / "bf16" / "fp8" -> the dtype; anything else is an error naming `what` (a CLI option, a field).
+inline CacheDType parse_cache_dtype(const std::string& s, const std::string& what = "cache dtype") {
+  if (s == "f32") return CacheDType::f32;
+  if (s == "bf16") return CacheDType::bf16;
+  if (s == "fp8") return CacheDType::fp8_e4m3;
+  throw Error(what + ": unknown cache dtype \"" + s + "\" (expected f32, bf16 or fp8)");
+}
+
+namespace detail {
+// FlashMLA's scale of one block: 2^ceil(log2(max(amax / 448, 1e-4))), the ceiling taken exactly.
+inline float fp8_block_scale(float amax) {
+  const float s = std::max(amax / 448.0f, 1e-4f);
+  int e = 0;
+  const float m = std::frexp(s, &e);  // s = m 2^e, m in [0.5, 1)
+  return std::ldexp(1.0f, m == 0.5f ? e - 1 : e);
+}
+}  // namespace detail
+
 struct CacheView {
-  float* base = nullptr;          // this layer's storage
+  uint8_t* base = nullptr;        // this layer's storage
   int64_t width = 0;              // values per token
   int64_t block_size = 0;         // 0: contiguous
   const int32_t* block_table = nullptr;
+  CacheDType dtype = CacheDType::f32;
+  int64_t fp8_values = 0;         // fp8_e4m3: the quantized prefix (kv_lora_rank), a multiple of 128
 
-  float* row(int64_t pos) const {
-    if (block_size == 0) return base + pos * width;
-    return base + (int64_t(block_table[pos / block_size]) * block_size + pos % block_size) * width;
+  int64_t row_bytes() const { return cache_row_bytes(dtype, width, fp8_values); }
+  uint8_t* row_data(int64_t pos) const {
+    if (block_size == 0) return base + pos * row_bytes();
+    return base + (int64_t(block_table[pos / block_size]) * block_size + pos % block_size) * row_bytes();
   }
+  // The row as f32 values: only for an f32 cache (tests and the plain reference paths use it).
+  float* row(int64_t pos) const { return reinterpret_cast<float*>(row_data(pos)); }
+
+  // The address of column col of row pos, for a column outside the FP8 prefix: its values are f32
+  // in an f32 cache and bf16 otherwise (what the indexer's key loop reads in place).
+  const void* values_at(int64_t pos, int64_t col) const {
+    const uint8_t* r = row_data(pos);
+    if (dtype == CacheDType::f32) return r + col * 4;
+    return r + tail_offset() + 2 * (col - bf16_start());
+  }
+
+  // Writes v[0, n) into row pos at columns [col, col + n), rounding to the cache dtype. In an FP8
+  // row the quantized prefix is written in whole 128-value blocks (each block's scale needs all of it).
+  void store(int64_t pos, int64_t col, const float* v, int64_t n) const {
+    uint8_t* r = row_data(pos);
+    if (dtype == CacheDType::f32) {
+      std::memcpy(r + col * 4, v, size_t(n) * sizeof(float));
+      return;
+    }
+    int64_t i = 0;
+    if (dtype == CacheDType::fp8_e4m3) {
+      const int64_t end = std::min(col + n, fp8_values);
+      if (col < fp8_values && (col % kFp8CacheBlock != 0 || (end - col) % kFp8CacheBlock != 0))
+        throw Error("FP8 KV cache rows are written in whole blocks of 128 quantized values (columns " + std::to_string(col) +
+                    " .. " + std::to_string(col + n) + ")");
+      float* scales = reinterpret_cast<float*>(r + fp8_values);
+      for (int64_t b0 = col; b0 < end; b0 += kFp8CacheBlock) {
+        float amax = 0;
+        for (int64_t j = 0; j < kFp8CacheBlock; ++j) amax = std::max(amax, std::fabs(v[b0 - col + j]));
+        const float s = detail::fp8_block_scale(amax);
+        scales[b0 / kFp8CacheBlock] = s;
+        for (int64_t j = 0; j < kFp8CacheBlock; ++j) r[b0 + j] = f32_to_f8_e4m3(v[b0 - col + j] / s);
+      }
+      i = std::max<int64_t>(0, end - col);
+    }
+    uint16_t* h = reinterpret_cast<uint16_t*>(r + tail_offset());
+    for (; i < n; ++i) h[col + i - bf16_start()] = f32_to_bf16(v[i]);
+  }
+  // Reads columns [col, col + n) of row pos as f32 (exact widening; FP8 values times their scale).
+  void load(int64_t pos, int64_t col, float* out, int64_t n) const {
+    const uint8_t* r = row_data(pos);
+    if (dtype == CacheDType::f32) {
+      std::memcpy(out, r + col * 4, size_t(n) * sizeof(float));
+      return;
+    }
+    int64_t i = 0;
+    if (dtype == CacheDType::fp8_e4m3) {
+      const float* scales = reinterpret_cast<const float*>(r + fp8_values);
+      for (; i < n && col + i < fp8_values; ++i) out[i] = f8_e4m3_to_f32(r[col + i]) * scales[(col + i) / kFp8CacheBlock];
+    }
+    const uint16_t* h = reinterpret_cast<const uint16_t*>(r + tail_offset());
+    for (; i < n; ++i) out[i] = bf16_to_f32(h[col + i - bf16_start()]);
+  }
+
+ private:
+  // The bf16 part of a row: all of it (bf16) or what follows the FP8 values and scales.
+  int64_t bf16_start() const { return dtype == CacheDType::fp8_e4m3 ? fp8_values : 0; }
+  int64_t tail_offset() const { return dtype == CacheDType::fp8_e4m3 ? fp8_values + 4 * (fp8_values / kFp8CacheBlock) : 0; }
 };
 
 enum class CacheLayout { contiguous, paged };
@@ -40,26 +149,36 @@ class KvCache {
   // Storage for `capacity` tokens of `num_layers` layers, `width` values each. A paged cache takes
   // physical blocks from its pool in reverse order, so logical and physical order differ (the
   // tests rely on that to show paging is honoured).
+  // An FP8 cache quantizes the first fp8_values of each row (kv_lora_rank: a multiple of 128).
   KvCache(int num_layers, int64_t width, int64_t capacity, CacheLayout layout = CacheLayout::contiguous,
-          int64_t block_size = 16)
+          int64_t block_size = 16, CacheDType dtype = CacheDType::f32, int64_t fp8_values = 0)
       : num_layers_(num_layers), width_(width), capacity_(capacity), layout_(layout),
-        block_size_(layout == CacheLayout::paged ? block_size : 0) {
+        block_size_(layout == CacheLayout::paged ? block_size : 0), dtype_(dtype),
+        fp8_values_(dtype == CacheDType::fp8_e4m3 ? fp8_values : 0) {
     if (capacity < 1) throw Error("KV cache capacity must be at least 1 token");
+    if (dtype == CacheDType::fp8_e4m3 && (fp8_values < kFp8CacheBlock || fp8_values % kFp8CacheBlock != 0 || fp8_values > width))
+      throw Error("an FP8 KV cache quantizes the MLA latent in blocks of 128 values: kv_lora_rank " +
+                  std::to_string(fp8_values) + " is not a positive multiple of 128 within the row of " + std::to_string(width));
+    const int64_t row_bytes = cache_row_bytes(dtype, width, fp8_values_);
     if (layout == CacheLayout::paged) {
       if (block_size < 1) throw Error("paged KV cache needs block_size >= 1");
       const int64_t blocks = (capacity + block_size - 1) / block_size;
       for (int64_t i = 0; i < blocks; ++i) table_.push_back(int32_t(blocks - 1 - i));
-      per_layer_ = blocks * block_size * width;
+      per_layer_ = blocks * block_size * row_bytes;
     } else {
-      per_layer_ = capacity * width;
+      per_layer_ = capacity * row_bytes;
     }
-    storage_.assign(size_t(per_layer_ * num_layers), 0.0f);
+    // f32 elements (the type the f32 rows are read through), sized in bytes of the dtype.
+    storage_.assign(size_t((per_layer_ * num_layers + 3) / 4), 0.0f);
   }
 
   int num_layers() const { return num_layers_; }
   int64_t width() const { return width_; }
   int64_t capacity() const { return capacity_; }
   CacheLayout layout() const { return layout_; }
+  CacheDType dtype() const { return dtype_; }
+  int64_t row_bytes() const { return cache_row_bytes(dtype_, width_, fp8_values_); }
+  int64_t bytes() const { return per_layer_ * num_layers_; }
   int64_t size() const { return size_; }  // tokens stored
   // Sets the number of valid tokens: shrink to roll back rejected speculative tokens; the model
   // grows it after writing new rows.
@@ -71,7 +190,8 @@ class KvCache {
   void clear() { size_ = 0; }
 
   CacheView view(int layer) {
-    return CacheView{storage_.data() + int64_t(layer) * per_layer_, width_, block_size_, table_.empty() ? nullptr : table_.data()};
+    return CacheView{reinterpret_cast<uint8_t*>(storage_.data()) + int64_t(layer) * per_layer_, width_, block_size_,
+                     table_.empty() ? nullptr : table_.data(), dtype_, fp8_values_};
   }
 
  private:
@@ -79,6 +199,8 @@ class KvCache {
   int64_t width_ = 0, capacity_ = 0;
   CacheLayout layout_ = CacheLayout::contiguous;
   int64_t block_size_ = 0, per_layer_ = 0, size_ = 0;
+  CacheDType dtype_ = CacheDType::f32;
+  int64_t fp8_values_ = 0;
   std::vector<int32_t> table_;
   std::vector<float> storage_;
 };

@@ -7,12 +7,22 @@
 //                                               W_UV[h] = the next v rows
 //   score_h(s,t) = scale (q_nope_h(s) . W_UK[h] c_kv(t) + RoPE(q_pe_h(s)) . k_pe(t)), t <= s
 //   o_h(s) = sum_t softmax_t(score_h) W_UV[h] c_kv(t);  out = W_o [o_1 .. o_H]   (o_proj)
-// Two exact evaluation orders:
-//   naive     expand k_nope, v = kv_b_proj(c_kv) for every cached token, then attend per head
-//             (cheapest for a long prefill from an empty cache)
+// Three exact evaluation orders (the same sums; rounding differs by summation order only):
+//   naive     expand k_nope, v = kv_b_proj(c_kv) for every cached token, then attend per head: the
+//             plain reference (T x H x (nope + v) floats at once: 4.3 GB at T = 32K, V3 shapes)
+//   tiled     the same arithmetic one block of kTileRows cached rows at a time: expand the block,
+//             then a flash-attention step per head (online softmax; Ops::online_attention_block);
+//             memory n x H x v for the outputs + one expanded block, never T x H x (nope + v) or T x T
 //   absorbed  fold W_UK into the query (q~ = W_UK[h]^T q_nope, 512 values) and W_UV into the
-//             output; attend over the cached latent rows [c_kv ; k_pe] directly (decode)
-// The cache holds kv_lora + rope values per token (see kv_cache.hpp). scale: rope.hpp.
+//             output; attend over the cached latent rows [c_kv ; k_pe] directly, every row read
+//             once for all heads (Ops::latent_attention; split-K across threads at decode)
+// Cost per call, n queries over T cached rows (T~ = the mean visible length), in multiply-adds:
+//   tiled     T H (nope + v) lora  +  n T~ H (qk + v)            (expansion + attention)
+//   absorbed  n H (nope + v) lora  +  n T~ H (2 lora + rope)      (absorption + attention)
+// `automatic` takes the smaller: absorbed for decode and short chunks, tiled for prefill (from an
+// empty cache tiled always wins: n = T makes the first terms equal and qk + v < 2 lora + rope).
+// With V3 shapes tiled wins from about n = 170 queries a chunk at any context.
+// The cache holds kv_lora + rope values per token, f32 or bf16 (see kv_cache.hpp). scale: rope.hpp.
 // DSA (V3.2, self_attn.indexer.*, dsa.hpp): an Indexer picks index_topk positions per query and
 // attention runs over those rows only. The cache row then holds [c_kv ; k_pe ; index key] (kv_lora
 // + rope + index_head_dim values), so one block table pages both. Sparse orders:
@@ -39,7 +49,7 @@
 
 namespace deepseek::nn {
 
-enum class MlaMode { automatic, naive, absorbed };
+enum class MlaMode { automatic, naive, tiled, absorbed };
 
 struct MlaConfig {
   int64_t hidden_size = 0, num_heads = 0, q_lora_rank = 0, kv_lora_rank = 0;
@@ -112,10 +122,10 @@ class Mla {
     std::vector<float> kv(size_t(n * W));
     Ops::linear(kv_a_proj_with_mqa_, x, n, kv.data());
     for (int64_t t = 0; t < n; ++t) {
-      float* row = cache.row(p0 + t);
-      kv_a_layernorm_.forward(kv.data() + t * W, 1, row);
-      std::copy(kv.data() + t * W + lora, kv.data() + (t + 1) * W, row + lora);
+      float* row = kv.data() + t * W;
+      kv_a_layernorm_.forward(row, 1, row);
       rope_.apply(row + lora, p0 + t);
+      cache.store(p0 + t, 0, row, W);  // rounded once here when the cache is bf16
     }
 
     const int64_t T = p0 + n;
@@ -129,9 +139,11 @@ class Mla {
       Ops::linear(o_proj_, o.data(), n, y);
       return;
     }
-    if (mode == MlaMode::automatic) mode = (n >= 16 && p0 == 0) ? MlaMode::naive : MlaMode::absorbed;
+    if (mode == MlaMode::automatic) mode = choose_order(n, p0);
     if (mode == MlaMode::naive) {
       attend_naive(q.data(), n, p0, T, cache, o.data());
+    } else if (mode == MlaMode::tiled) {
+      attend_tiled(q.data(), n, p0, T, cache, o.data());
     } else {
       attend_absorbed(q.data(), n, p0, T, cache, o.data());
     }
@@ -148,9 +160,8 @@ class Mla {
     using Ops = backend::Ops<B>;
     std::vector<float> latent(size_t(T * lora)), kpe(size_t(T * rope));
     for (int64_t t = 0; t < T; ++t) {
-      const float* row = cache.row(t);
-      std::copy(row, row + lora, latent.data() + t * lora);
-      std::copy(row + lora, row + lora + rope, kpe.data() + t * rope);
+      cache.load(t, 0, latent.data() + t * lora, lora);
+      cache.load(t, lora, kpe.data() + t * rope, rope);
     }
     std::vector<float> kvb(size_t(T * H * kvw));  // [T, H, nope + v]
     Ops::linear(kv_b_proj_, latent.data(), T, kvb.data());
@@ -175,80 +186,117 @@ class Mla {
     });
   }
 
-  // Attends over the cached latent rows with W_UK folded into the query and W_UV into the output.
-  void attend_absorbed(const float* q, int64_t n, int64_t p0, int64_t T, const CacheView& cache, float* o) const {
+  // The cost rule of the header comment (multiply-adds; both orders read the same rows).
+  MlaMode choose_order(int64_t n, int64_t p0) const {
+    const double H = double(c_.num_heads), lora = double(c_.kv_lora_rank), nope = double(c_.qk_nope_head_dim);
+    const double v = double(c_.v_head_dim), qk = double(c_.qk_head_dim()), rope = double(c_.qk_rope_head_dim);
+    const double T = double(p0 + n), mean_len = double(p0) + double(n + 1) / 2;
+    const double tiled = T * H * (nope + v) * lora + double(n) * mean_len * H * (qk + v);
+    const double absorbed = double(n) * H * (nope + v) * lora + double(n) * mean_len * H * (2 * lora + rope);
+    return tiled < absorbed ? MlaMode::tiled : MlaMode::absorbed;
+  }
+
+  // Tiled order: blocks of kTileRows cached rows, each expanded once (k_nope, v for all heads)
+  // and consumed by a flash-attention step per head; state m, l [H, n] and O [n, H, v].
+  static constexpr int64_t kTileRows = 128;
+  void attend_tiled(const float* q, int64_t n, int64_t p0, int64_t T, const CacheView& cache, float* o) const {
     const int64_t H = c_.num_heads, qk = c_.qk_head_dim(), nope = c_.qk_nope_head_dim, rope = c_.qk_rope_head_dim;
     const int64_t lora = c_.kv_lora_rank, vd = c_.v_head_dim, kvw = nope + vd;
     using Ops = backend::Ops<B>;
-    (void)T;
-    parallel_for(H, [&](int64_t h0, int64_t h1) {
-      std::vector<float> qt(size_t(n * lora)), ot(size_t(n * lora)), p;
-      for (int64_t h = h0; h < h1; ++h) {
-        // q~[s] = W_UK[h]^T q_nope_h[s]
-        Ops::linear_transposed_rows(kv_b_proj_, h * kvw, h * kvw + nope, q + h * qk, n, qt.data(), H * qk, lora);
-        for (int64_t s = 0; s < n; ++s) {
-          const float* qs = q + (s * H + h) * qk;
-          const float* qts = qt.data() + s * lora;
-          const int64_t len = p0 + s + 1;
-          p.resize(size_t(len));
-          for (int64_t t = 0; t < len; ++t) {
-            const float* row = cache.row(t);
-            p[size_t(t)] = float(scale_) * (Ops::dot(qts, row, lora) + Ops::dot(qs + nope, row + lora, rope));
-          }
-          Ops::softmax(p.data(), len);
-          float* os = ot.data() + s * lora;
-          std::fill(os, os + lora, 0.0f);
-          for (int64_t t = 0; t < len; ++t) Ops::axpy(p[size_t(t)], cache.row(t), os, lora);
+    std::vector<float> m(size_t(H * n), -std::numeric_limits<float>::infinity()), l(size_t(H * n), 0.0f);
+    std::fill(o, o + n * H * vd, 0.0f);
+    const int64_t R = std::min(kTileRows, T);
+    std::vector<float> latent(size_t(R * lora)), kvb(size_t(R * H * kvw)), key(size_t(R * H * qk));
+    std::vector<int32_t> vis(static_cast<size_t>(n));
+    for (int64_t t0 = 0; t0 < T; t0 += R) {
+      const int64_t r = std::min(R, T - t0);
+      for (int64_t j = 0; j < r; ++j) cache.load(t0 + j, 0, latent.data() + j * lora, lora);
+      Ops::linear(kv_b_proj_, latent.data(), r, kvb.data());  // [r, H, nope + v]
+      // keys [r, H, qk] = [k_nope ; k_pe] (k_pe shared by the heads), values stay in kvb
+      for (int64_t j = 0; j < r; ++j) {
+        float* kj = key.data() + j * H * qk;
+        cache.load(t0 + j, lora, kj + nope, rope);
+        for (int64_t h = 0; h < H; ++h) {
+          const float* src = kvb.data() + (j * H + h) * kvw;
+          std::copy(src, src + nope, kj + h * qk);
+          if (h > 0) std::copy(kj + nope, kj + qk, kj + h * qk + nope);
         }
-        // o_h[s] = W_UV[h] o~[s]
-        Ops::linear_rows(kv_b_proj_, h * kvw + nope, (h + 1) * kvw, ot.data(), n, o + h * vd, lora, H * vd);
+      }
+      for (int64_t s = 0; s < n; ++s) vis[size_t(s)] = int32_t(std::clamp<int64_t>(p0 + s + 1 - t0, 0, r));
+      parallel_for(H, [&](int64_t h0, int64_t h1) {
+        for (int64_t h = h0; h < h1; ++h)
+          Ops::online_attention_block(q + h * qk, H * qk, n, qk, key.data() + h * qk, H * qk, kvb.data() + h * kvw + nope,
+                                      H * kvw, r, vd, vis.data(), float(scale_), m.data() + h * n, l.data() + h * n,
+                                      o + h * vd, H * vd);
+      });
+    }
+    parallel_for(n * H, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {  // i = s * H + h
+        const float inv = 1.0f / l[size_t((i % H) * n + i / H)];
+        for (int64_t d = 0; d < vd; ++d) o[i * vd + d] *= inv;
       }
     });
   }
 
-  // Absorbed attention over the selected rows only. Per query the selected row addresses are
-  // gathered once; heads then sweep them in blocks of kSparseBlock rows (a block stays in cache
-  // while every head of the thread's range reads it): scores, softmax, then o~ = sum_j p_j c_kv(j).
-  void attend_sparse(const float* q, int64_t n, const Selection& sel, const CacheView& cache, float* o) const {
+  // Absorbed order: qa[s, h] = [W_UK[h]^T q_nope ; q_pe] [n, H, lora + rope], then one pass over the
+  // rows for all heads (Ops::latent_attention), then o_h = W_UV[h] o~[s, h].
+  void absorb_queries(const float* q, int64_t n, std::vector<float>& qa) const {
     const int64_t H = c_.num_heads, qk = c_.qk_head_dim(), nope = c_.qk_nope_head_dim, rope = c_.qk_rope_head_dim;
-    const int64_t lora = c_.kv_lora_rank, vd = c_.v_head_dim, kvw = nope + vd;
-    constexpr int64_t kSparseBlock = 64;
+    const int64_t lora = c_.kv_lora_rank, kvw = nope + c_.v_head_dim, Wq = lora + rope;
     using Ops = backend::Ops<B>;
-    std::vector<float> qt(size_t(n * H * lora)), ot(size_t(n * H * lora));  // [n, H, lora]
+    qa.resize(size_t(n * H * Wq));
     parallel_for(H, [&](int64_t h0, int64_t h1) {
-      for (int64_t h = h0; h < h1; ++h)  // q~[s, h] = W_UK[h]^T q_nope_h[s]
-        Ops::linear_transposed_rows(kv_b_proj_, h * kvw, h * kvw + nope, q + h * qk, n, qt.data() + h * lora, H * qk, H * lora);
-    });
-    std::vector<const float*> rows;
-    for (int64_t s = 0; s < n; ++s) {
-      const int64_t len = sel.count[size_t(s)];
-      rows.resize(size_t(len));
-      for (int64_t j = 0; j < len; ++j) rows[size_t(j)] = cache.row(sel.row(s)[j]);
-      parallel_for(H, [&](int64_t h0, int64_t h1) {
-        std::vector<float> p(size_t((h1 - h0) * len));
-        for (int64_t j0 = 0; j0 < len; j0 += kSparseBlock)
-          for (int64_t h = h0; h < h1; ++h) {
-            const float* qs = q + (s * H + h) * qk;
-            const float* qts = qt.data() + (s * H + h) * lora;
-            for (int64_t j = j0; j < std::min(len, j0 + kSparseBlock); ++j) {
-              const float* row = rows[size_t(j)];
-              p[size_t((h - h0) * len + j)] = float(scale_) * (Ops::dot(qts, row, lora) + Ops::dot(qs + nope, row + lora, rope));
-            }
-          }
-        for (int64_t h = h0; h < h1; ++h) {
-          Ops::softmax(p.data() + (h - h0) * len, len);
-          std::fill(ot.data() + (s * H + h) * lora, ot.data() + (s * H + h + 1) * lora, 0.0f);
+      for (int64_t h = h0; h < h1; ++h) {
+        Ops::linear_transposed_rows(kv_b_proj_, h * kvw, h * kvw + nope, q + h * qk, n, qa.data() + h * Wq, H * qk, H * Wq);
+        for (int64_t s = 0; s < n; ++s) {
+          const float* pe = q + (s * H + h) * qk + nope;
+          std::copy(pe, pe + rope, qa.data() + (s * H + h) * Wq + lora);
         }
-        for (int64_t j0 = 0; j0 < len; j0 += kSparseBlock)
-          for (int64_t h = h0; h < h1; ++h)
-            for (int64_t j = j0; j < std::min(len, j0 + kSparseBlock); ++j)
-              Ops::axpy(p[size_t((h - h0) * len + j)], rows[size_t(j)], ot.data() + (s * H + h) * lora, lora);
-      });
-    }
+      }
+    });
+  }
+  void unabsorb_outputs(const float* ot, int64_t n, float* o) const {
+    const int64_t H = c_.num_heads, nope = c_.qk_nope_head_dim, lora = c_.kv_lora_rank, vd = c_.v_head_dim, kvw = nope + vd;
+    using Ops = backend::Ops<B>;
     parallel_for(H, [&](int64_t h0, int64_t h1) {
       for (int64_t h = h0; h < h1; ++h)  // o_h[s] = W_UV[h] o~[s, h]
-        Ops::linear_rows(kv_b_proj_, h * kvw + nope, (h + 1) * kvw, ot.data() + h * lora, n, o + h * vd, H * lora, H * vd);
+        Ops::linear_rows(kv_b_proj_, h * kvw + nope, (h + 1) * kvw, ot + h * lora, n, o + h * vd, H * lora, H * vd);
     });
+  }
+
+  static auto row_format(const CacheView& c) {
+    using F = typename backend::Ops<B>::RowFormat;
+    return c.dtype == CacheDType::f32 ? F::f32 : c.dtype == CacheDType::bf16 ? F::bf16 : F::fp8;
+  }
+
+  // Dense absorbed attention: query s sees rows [0, p0 + s].
+  void attend_absorbed(const float* q, int64_t n, int64_t p0, int64_t T, const CacheView& cache, float* o) const {
+    const int64_t H = c_.num_heads, lora = c_.kv_lora_rank;
+    using Ops = backend::Ops<B>;
+    std::vector<float> qa, ot(size_t(n * H * lora));
+    absorb_queries(q, n, qa);
+    std::vector<const void*> rows(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t) rows[size_t(t)] = cache.row_data(t);
+    std::vector<int32_t> len(static_cast<size_t>(n));
+    for (int64_t s = 0; s < n; ++s) len[size_t(s)] = int32_t(p0 + s + 1);
+    const typename Ops::LatentRows r{rows.data(), 0, len.data(), row_format(cache), cache.fp8_values};
+    Ops::latent_attention(qa.data(), n, H, lora, c_.qk_rope_head_dim, float(scale_), r, ot.data());
+    unabsorb_outputs(ot.data(), n, o);
+  }
+
+  // Absorbed attention over the selected rows only (DSA): query s reads its own list of
+  // sel.count[s] row addresses; unselected rows are never read.
+  void attend_sparse(const float* q, int64_t n, const Selection& sel, const CacheView& cache, float* o) const {
+    const int64_t H = c_.num_heads, lora = c_.kv_lora_rank;
+    using Ops = backend::Ops<B>;
+    std::vector<float> qa, ot(size_t(n * H * lora));
+    absorb_queries(q, n, qa);
+    std::vector<const void*> rows(static_cast<size_t>(n * sel.k));
+    for (int64_t s = 0; s < n; ++s)
+      for (int64_t j = 0; j < sel.count[size_t(s)]; ++j) rows[size_t(s * sel.k + j)] = cache.row_data(sel.row(s)[j]);
+    const typename Ops::LatentRows r{rows.data(), sel.k, sel.count.data(), row_format(cache), cache.fp8_values};
+    Ops::latent_attention(qa.data(), n, H, lora, c_.qk_rope_head_dim, float(scale_), r, ot.data());
+    unabsorb_outputs(ot.data(), n, o);
   }
 
   MlaConfig c_;

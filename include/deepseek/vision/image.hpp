@@ -642,6 +642,14 @@ inline Image decode_image(const uint8_t* data, size_t size, const std::string& n
   // stb's PNG header probe refuses images over 2^30 bytes with a vague message: read IHDR first.
   if (format == ImageFormat::png && size >= 24 && std::memcmp(data + 12, "IHDR", 4) == 0)
     check_pixels(detail::read_u32(data + 16, true), detail::read_u32(data + 20, true));
+  // Only the four signatures Pillow accepts reach stb: its own probes are looser (a JPEG may
+  // start with fill bytes, FF FF D8 ...) and would run its marker parser on files Pillow refuses.
+  if (format == ImageFormat::unknown)
+    throw Error("not a readable PNG, JPEG, BMP or GIF image (the first bytes match none of their signatures)", in_file(name));
+  // stb's header probe already parses the Huffman tables in front of the frame header, so the
+  // DHT check (jpeg_corruption) must run before it, not only before the decode.
+  if (const char* bad = format == ImageFormat::jpeg ? detail::jpeg_corruption(data, size) : nullptr)
+    throw Error(std::string("corrupt or truncated image: ") + bad, in_file(name));
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_memory(data, int(size), &w, &h, &comp))
     throw Error("not a readable PNG, JPEG, BMP or GIF image (stb_image: " + detail::stb_reason() + ")", in_file(name));
@@ -650,10 +658,9 @@ inline Image decode_image(const uint8_t* data, size_t size, const std::string& n
   const int64_t pixels = int64_t(w) * int64_t(h);
   const detail::GifFirstFrame gif =
       format == ImageFormat::gif ? detail::gif_first_frame(data, size) : detail::GifFirstFrame{};
-  const char* truncated = format == ImageFormat::gif    ? gif.error
-                          : format == ImageFormat::bmp  ? detail::bmp_truncation(data, size)
-                          : format == ImageFormat::jpeg ? detail::jpeg_corruption(data, size)
-                                                        : nullptr;
+  const char* truncated = format == ImageFormat::gif   ? gif.error
+                          : format == ImageFormat::bmp ? detail::bmp_truncation(data, size)
+                                                       : nullptr;
   if (truncated) throw Error(std::string("corrupt or truncated image: ") + truncated, in_file(name));
 
   Image img;

@@ -2,6 +2,8 @@
 // vocabulary, specialised per backend). Blocks in nn/ call Ops<B>::name(...).
 #pragma once
 
+#include "deepseek/backend/cpu/mla_attention.hpp"
+#include "deepseek/backend/cpu/indexer_scores.hpp"
 #include "deepseek/backend/cpu/linear.hpp"
 #include "deepseek/backend/cpu/ops.hpp"
 #include "deepseek/backend/cpu/vision_ops.hpp"
@@ -33,6 +35,23 @@ struct Ops<::deepseek::cpu> {
   static void softmax(float* x, int64_t n) { cpu::softmax(x, n); }
   static float dot(const float* a, const float* b, int64_t n) { return cpu::dot(a, b, n); }
   static void axpy(float a, const float* x, float* y, int64_t n) { cpu::axpy(a, x, y, n); }
+  // Absorbed MLA attention over latent cache rows, all heads per pass (mla_attention.hpp).
+  using LatentRows = cpu::LatentRows;
+  using RowFormat = cpu::RowFormat;
+  static void latent_attention(const float* qa, int64_t n, int64_t H, int64_t lora, int64_t rope, float scale,
+                               const LatentRows& rows, float* o) {
+    cpu::latent_attention(qa, n, H, lora, rope, scale, rows, o);
+  }
+  // DSA indexer scores of one query against n cached keys, all index heads per key (indexer_scores.hpp).
+  static void indexer_scores(const float* q, const float* w, int64_t H, int64_t D, float scale, const void* const* keys,
+                             bool bf16, int64_t n, float* scores) {
+    cpu::indexer_scores(q, w, H, D, scale, keys, bf16, n, scores);
+  }
+  static void online_attention_block(const float* Q, int64_t ldq, int64_t n, int64_t dk, const float* K, int64_t ldk,
+                                     const float* V, int64_t ldv, int64_t r, int64_t dv, const int32_t* vis, float scale,
+                                     float* m, float* l, float* O, int64_t ldo) {
+    cpu::online_attention_block(Q, ldq, n, dk, K, ldk, V, ldv, r, dv, vis, scale, m, l, O, ldo);
+  }
 
   // Vision encoder (vision_ops.hpp): channels-last maps, f32 activations.
   static void layernorm(const float* x, int64_t n, int64_t d, const float* w, const float* b, float eps, float* y,

@@ -13,9 +13,9 @@
 //          inner loop is the same dot product as for bf16. Threads split the rows.
 //   tiled  larger n (prefill): a tile of kTileRows rows is dequantized to f32 (exact) and Eigen's
 //          GEMM multiplies it; f32 weights go to Eigen directly. Threads split the tiles.
-//   avx512 on CPUs with AVX-512 (linear_avx512.hpp), before the two above: FP8 weights up to
-//          kSmallMaxTokens tokens (any count with bf16 activations), bf16 weights with bf16
-//          activations where the CPU has AVX512-BF16.
+//   avx512 on CPUs with AVX-512 (linear_avx512.hpp), before the two above: FP8 weights (any n),
+//          bf16 weights with f32 activations (any n), bf16 weights with bf16 activations where
+//          the CPU has AVX512-BF16.
 // W.activations == ActivationDType::bf16 rounds the input to bf16 first (for FP8 weights the
 // input times the block scale, the form in which every FP8 kernel multiplies it; FP8 then stays
 // on the small path for any n); the AVX2 kernels multiply the rounded values in f32.
@@ -136,57 +136,113 @@ struct RowLoad<DType::f8_e4m3> {
 #endif
 };
 
+// bf16 weights against 2-4 tokens take 16 columns per step and widen them in two instructions
+// without a shuffle (as linear_avx512.hpp does): in a 32-bit lane holding the pair (w[2j],
+// w[2j+1]), lane << 16 is w[2j] as f32 and lane & 0xFFFF0000 is w[2j+1], so the input is packed
+// per 16 columns as the 8 even ones, then the 8 odd (one core, 1408x2048 from L3, 4 tokens: 12.4
+// -> 17.7 GB/s against vpmovzxwd + shift per 8 weights). Decode (one token) keeps the 8-column
+// kernel over 4 rows: the even / odd one over 2 rows read 15% slower from L3 and decoded the
+// V2-Lite-shaped model 20% slower.
+template <DType D, int N>
+inline constexpr bool kEvenOdd = D == DType::bf16 && N >= 2 && N <= 4;
+
 // out[i][t] = dot(row_i, x_t) for R rows and N tokens. The vector part reads the tokens from
-// `xp`, packed as [cols / 8][N][8] so one 8-column step loads N adjacent vectors (rows of x lie
-// 4-8 KB apart, and N + R streams that far apart would thrash L1's sets); the scalar tail reads
-// x_t = x + t * ldx.
+// `xp`, packed as [cols / 8][N][8] (bf16 even / odd: [cols / 16][N][16]) so one step loads N
+// adjacent vectors (rows of x lie 4-8 KB apart, and N + R streams that far apart would thrash
+// L1's sets); the scalar tail reads x_t = x + t * ldx.
 template <DType D, int R, int N>
 inline void dot_block(const typename RowLoad<D>::T* const* rows, const float* xp, const float* x, int64_t ldx, int64_t cols,
                       float (*out)[N]) {
   using L = RowLoad<D>;
   int64_t c = 0;
 #if DEEPSEEK_CPU_AVX2
-  __m256 acc[R][N];
+  // With one or two tokens each product of a 2-FMA step goes to its own accumulator (acc, acc2):
+  // R x N chains of two dependent FMAs would leave the FMA units waiting on their latency.
+  constexpr bool split = N <= 2 && (D != DType::f32);
+  __m256 acc[R][N], acc2[R][N];
   for (int i = 0; i < R; ++i)
-    for (int t = 0; t < N; ++t) acc[i][t] = _mm256_setzero_ps();
+    for (int t = 0; t < N; ++t) acc[i][t] = acc2[i][t] = _mm256_setzero_ps();
   // Decode (N = 1): the next block's R contiguous rows are prefetched, spread over this block's
   // steps (see linear_avx512.hpp's dot_block: R rows side by side defeat the hardware prefetcher).
+  // Long rows (R rows over kDecodeNextBlock bytes) prefetch kDecodePrefetch bytes ahead of each
+  // row stream instead, running into row i + R at its end.
+  constexpr int64_t esize = int64_t(sizeof(typename L::T));
+  const int64_t row_bytes = cols * esize;
+  const bool ahead = N == 1 && R * row_bytes > kDecodeNextBlock;
   const char* next = reinterpret_cast<const char*>(rows[0] + R * cols);
-  const int64_t lines = N == 1 ? (R * cols * int64_t(sizeof(typename L::T)) + 63) / 64 : 0;
+  const int64_t lines = N == 1 && !ahead ? (R * row_bytes + 63) / 64 : 0;
   const int64_t per = std::max<int64_t>(1, (lines * 8 + cols - 1) / std::max<int64_t>(cols, 1));  // per 8 columns
   int64_t line = 0;
   auto prefetch = [&](int64_t k) {
+    if (ahead) {
+      if ((c * esize) % 64 != 0) return;  // one line per row every 64 bytes
+      const int64_t off = c * esize + kDecodePrefetch;
+      for (int i = 0; i < R; ++i) {
+        const char* p = reinterpret_cast<const char*>(rows[i]);
+        _mm_prefetch(off < row_bytes ? p + off : p + R * row_bytes + (off - row_bytes), _MM_HINT_T0);
+      }
+      return;
+    }
     for (int64_t j = 0; j < k && line < lines; ++j, ++line) _mm_prefetch(next + line * 64, _MM_HINT_T0);
   };
-  if constexpr (D == DType::f8_e4m3 && N == 1) {
-    // Decode of FP8 weights is bound by the widening, not by memory: widen 16 bytes per step.
-    for (; c + 16 <= cols; c += 16, xp += 16) {
-      prefetch(2 * per);
-      const __m256 x0 = _mm256_loadu_ps(xp), x1 = _mm256_loadu_ps(xp + 8);
+  if constexpr (kEvenOdd<D, N>) {
+    const __m256i odd = _mm256_set1_epi32(int(0xFFFF0000u));
+    for (; c + 16 <= cols; c += 16, xp += 16 * N) {
+      if constexpr (N == 1) prefetch(2 * per);
+      __m256 ev[R], od[R];
 #pragma GCC unroll 4
       for (int i = 0; i < R; ++i) {
-        __m256 lo, hi;
-        load_e4m3x16_div256(rows[i] + c, lo, hi);
-        acc[i][0] = _mm256_fmadd_ps(lo, x0, acc[i][0]);
-        acc[i][0] = _mm256_fmadd_ps(hi, x1, acc[i][0]);
+        __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[i] + c));
+        asm("" : "+x"(w));  // one load, not one per use (see linear_avx512.hpp's in_register)
+        ev[i] = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+        od[i] = _mm256_castsi256_ps(_mm256_and_si256(w, odd));
+      }
+#pragma GCC unroll 4
+      for (int t = 0; t < N; ++t) {
+        __m256 x0 = _mm256_loadu_ps(xp + 16 * t), x1 = _mm256_loadu_ps(xp + 16 * t + 8);
+        if constexpr (R > 1) asm("" : "+x"(x0), "+x"(x1));
+#pragma GCC unroll 4
+        for (int i = 0; i < R; ++i) {
+          if constexpr (split) {
+            acc[i][t] = _mm256_fmadd_ps(ev[i], x0, acc[i][t]);
+            acc2[i][t] = _mm256_fmadd_ps(od[i], x1, acc2[i][t]);
+          } else {
+            acc[i][t] = _mm256_fmadd_ps(od[i], x1, _mm256_fmadd_ps(ev[i], x0, acc[i][t]));
+          }
+        }
+      }
+    }
+  } else {
+    if constexpr (D == DType::f8_e4m3 && N == 1) {
+      // Decode of FP8 weights is bound by the widening, not by memory: widen 16 bytes per step.
+      for (; c + 16 <= cols; c += 16, xp += 16) {
+        prefetch(2 * per);
+        const __m256 x0 = _mm256_loadu_ps(xp), x1 = _mm256_loadu_ps(xp + 8);
+#pragma GCC unroll 4
+        for (int i = 0; i < R; ++i) {
+          __m256 lo, hi;
+          load_e4m3x16_div256(rows[i] + c, lo, hi);
+          acc[i][0] = _mm256_fmadd_ps(lo, x0, acc[i][0]);
+          acc2[i][0] = _mm256_fmadd_ps(hi, x1, acc2[i][0]);
+        }
+      }
+    }
+    // The accumulators must live in registers: the loops over R and N are unrolled completely.
+    for (; c + 8 <= cols; c += 8, xp += 8 * N) {
+      if constexpr (N == 1) prefetch(per);
+      __m256 w[R];
+#pragma GCC unroll 4
+      for (int i = 0; i < R; ++i) w[i] = L::vec(rows[i], c);
+#pragma GCC unroll 8
+      for (int t = 0; t < N; ++t) {
+        const __m256 xv = _mm256_loadu_ps(xp + 8 * t);
+#pragma GCC unroll 4
+        for (int i = 0; i < R; ++i) acc[i][t] = _mm256_fmadd_ps(w[i], xv, acc[i][t]);
       }
     }
   }
-  // The accumulators must live in registers: the loops over R and N are unrolled completely.
-  for (; c + 8 <= cols; c += 8, xp += 8 * N) {
-    if constexpr (N == 1) prefetch(per);
-    __m256 w[R];
-#pragma GCC unroll 4
-    for (int i = 0; i < R; ++i) w[i] = L::vec(rows[i], c);
-#pragma GCC unroll 8
-    for (int t = 0; t < N; ++t) {
-      const __m256 xv = _mm256_loadu_ps(xp + 8 * t);
-#pragma GCC unroll 4
-      for (int i = 0; i < R; ++i) acc[i][t] = _mm256_fmadd_ps(w[i], xv, acc[i][t]);
-    }
-  }
   for (int i = 0; i < R; ++i)
-    for (int t = 0; t < N; ++t) out[i][t] = hsum(acc[i][t]);
+    for (int t = 0; t < N; ++t) out[i][t] = hsum(split ? _mm256_add_ps(acc[i][t], acc2[i][t]) : acc[i][t]);
 #else
   (void)xp;
   for (int i = 0; i < R; ++i)
@@ -202,16 +258,26 @@ template <DType D, int N>
 inline void small_rows(const BlockQuantMatrix& W, int64_t ra, int64_t rb, int64_t r0, const float* x, int64_t ldx, float* y,
                        int64_t ldy) {
   using T = typename RowLoad<D>::T;
-  const int64_t cols = W.cols(), vec_cols = cols / 8 * 8;
+  constexpr bool eo = kEvenOdd<D, N>;
+  constexpr int64_t step = eo ? 16 : 8;
+  const int64_t cols = W.cols(), vec_cols = cols / step * step;
   static thread_local std::vector<float> packed;
   packed.resize(size_t(vec_cols * N));
-  for (int64_t c = 0; c < vec_cols; c += 8)
-    for (int t = 0; t < N; ++t) std::copy(x + t * ldx + c, x + t * ldx + c + 8, packed.data() + c * N + 8 * t);
+  for (int64_t c = 0; c < vec_cols; c += step)
+    for (int t = 0; t < N; ++t) {
+      float* o = packed.data() + c * N + step * t;
+      const float* xt = x + t * ldx + c;
+      if constexpr (eo)
+        for (int j = 0; j < 8; ++j) o[j] = xt[2 * j], o[8 + j] = xt[2 * j + 1];
+      else
+        std::copy(xt, xt + 8, o);
+    }
   const T* base = W.weight.data_as<const T>();
   // Rows per step: with few tokens, more rows keep enough independent FMA chains in flight to
-  // cover the FMA latency (R x N accumulators); with more tokens, 2 rows x 6 tokens fill the
-  // 16 vector registers.
-  constexpr int R = N <= 2 ? 4 : 2;
+  // cover the FMA latency (R x N accumulators, two per row and token for N <= 2); with more
+  // tokens, 2 rows x 6 tokens fill the 16 vector registers. bf16 even / odd: two widened vectors
+  // per row, so 2 rows.
+  constexpr int R = eo ? 2 : N <= 2 ? 4 : 2;
   int64_t r = ra;
   for (; r + R <= rb; r += R) {
     const T* rows[R];
@@ -294,11 +360,12 @@ inline void linear_rows(const BlockQuantMatrix& W, int64_t r0, int64_t r1, const
     linear_rows_bf16_avx512(W, r0, r1, x, n, y, ldx, ldy);
     return;
   }
-  // bf16 weights, exact f32 activations, 2 tokens or more, also above Eigen's range (on the
-  // V2-Lite shapes: MoE prefill 1.91 -> 1.36 s, the dense 10944-wide MLP at 128 tokens 0.130 ->
-  // 0.114 s). Decode stays on the AVX2 kernel: this one streams slower with 4 rows side by side
-  // (9.9 vs 12.7 tok/s) and no faster with 1 (both 81% of the triad).
-  if (W.dtype() == DType::bf16 && !bf16_act && n >= 2 && has_avx512()) {
+  // bf16 weights, exact f32 activations, any n, also above Eigen's range (on the V2-Lite shapes:
+  // MoE prefill 1.91 -> 1.36 s, the dense 10944-wide MLP at 128 tokens 0.130 -> 0.114 s). Decode
+  // too, since it keeps each loaded vector in a register and gives each of the two FMAs per row
+  // its own accumulator (linear_avx512.hpp's dot_step): it streams as fast as the bf16-activation
+  // kernel (bench_linear BM_Linear/1/* vs /3/*).
+  if (W.dtype() == DType::bf16 && !bf16_act && has_avx512()) {
     linear_rows_bf16_avx512(W, r0, r1, x, n, y, ldx, ldy, false);
     return;
   }

@@ -52,6 +52,11 @@
 namespace deepseek::backend::cpu {
 
 namespace detail {
+// Decode over long rows: bytes each row stream prefetches ahead of itself (see dot_block; the
+// AVX2 kernels in linear.hpp use it too). Rows whose block of R is at most kDecodeNextBlock bytes
+// prefetch the next block instead.
+inline constexpr int64_t kDecodePrefetch = 2048, kDecodeNextBlock = 16384;
+
 // Bit 0: AVX512-F/BW/VL usable, bit 1: AVX512-BF16 too; -1: not decided yet.
 inline std::atomic<int>& avx512_switch() {
   static std::atomic<int> s{-1};
@@ -177,23 +182,45 @@ DEEPSEEK_TARGET_AVX512 inline void widen_row_bf16(const uint8_t* row, int64_t co
   }
 }
 
+// Keeps a loaded vector in a register. GCC otherwise folds the load into every instruction that
+// uses it: one 64-byte load per use, and Zen 4 loads one zmm per cycle (bf16 weights x f32 input,
+// 2 rows: 8 loads per 128 weight bytes instead of 4).
+template <class V>
+DEEPSEEK_TARGET_AVX512 inline void in_register(V& v) {
+  asm("" : "+v"(v));
+}
+
 // One 32-column step of dot_block: masked weight loads on the last, partial step (x is zero padded).
+// f32 products (BF16 = false) make two FMAs per row and token; with one token they go to two
+// accumulators (acc, acc2) so that the two are independent, with more the R x N chains suffice
+// and acc2 is unused.
 template <class W, bool BF16, int R, int N, bool Tail>
-DEEPSEEK_TARGET_AVX512 inline void dot_step(const W* const* rows, const void* xpv, int64_t s, uint32_t m, __m512 (&acc)[R][N]) {
+DEEPSEEK_TARGET_AVX512 inline void dot_step(const W* const* rows, const void* xpv, int64_t s, uint32_t m, __m512 (&acc)[R][N],
+                                            __m512 (&acc2)[R][N]) {
+  constexpr bool split = !BF16 && N == 1;
   if constexpr (std::is_same_v<W, uint16_t> && !BF16) {
     const float* xp = static_cast<const float*>(xpv) + s * N * 32;  // even columns, then odd (PackAs::f32_even_odd)
     __m512 ev[R], od[R];
 #pragma GCC unroll 8
     for (int i = 0; i < R; ++i) {
-      const __m512i w = Tail ? _mm512_maskz_loadu_epi16(m, rows[i] + s * 32) : _mm512_loadu_si512(rows[i] + s * 32);
+      __m512i w = Tail ? _mm512_maskz_loadu_epi16(m, rows[i] + s * 32) : _mm512_loadu_si512(rows[i] + s * 32);
+      in_register(w);
       ev[i] = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
       od[i] = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(int(0xFFFF0000u))));
     }
 #pragma GCC unroll 8
     for (int t = 0; t < N; ++t) {
-      const __m512 x0 = _mm512_loadu_ps(xp + 32 * t), x1 = _mm512_loadu_ps(xp + 32 * t + 16);
+      __m512 x0 = _mm512_loadu_ps(xp + 32 * t), x1 = _mm512_loadu_ps(xp + 32 * t + 16);
+      if constexpr (R > 1) in_register(x0), in_register(x1);
 #pragma GCC unroll 8
-      for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ps(od[i], x1, _mm512_fmadd_ps(ev[i], x0, acc[i][t]));
+      for (int i = 0; i < R; ++i) {
+        if constexpr (split) {
+          acc[i][t] = _mm512_fmadd_ps(ev[i], x0, acc[i][t]);
+          acc2[i][t] = _mm512_fmadd_ps(od[i], x1, acc2[i][t]);
+        } else {
+          acc[i][t] = _mm512_fmadd_ps(od[i], x1, _mm512_fmadd_ps(ev[i], x0, acc[i][t]));
+        }
+      }
     }
   } else if constexpr (std::is_same_v<W, uint16_t>) {
     const uint16_t* xp = static_cast<const uint16_t*>(xpv) + s * N * 32;
@@ -235,9 +262,17 @@ DEEPSEEK_TARGET_AVX512 inline void dot_step(const W* const* rows, const void* xp
     }
 #pragma GCC unroll 8
     for (int t = 0; t < N; ++t) {
-      const __m512 x0 = _mm512_loadu_ps(xp + 32 * t), x1 = _mm512_loadu_ps(xp + 32 * t + 16);
+      __m512 x0 = _mm512_loadu_ps(xp + 32 * t), x1 = _mm512_loadu_ps(xp + 32 * t + 16);
+      if constexpr (R > 1) in_register(x0), in_register(x1);
 #pragma GCC unroll 8
-      for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ps(hi[i], x1, _mm512_fmadd_ps(lo[i], x0, acc[i][t]));
+      for (int i = 0; i < R; ++i) {
+        if constexpr (split) {
+          acc[i][t] = _mm512_fmadd_ps(lo[i], x0, acc[i][t]);
+          acc2[i][t] = _mm512_fmadd_ps(hi[i], x1, acc2[i][t]);
+        } else {
+          acc[i][t] = _mm512_fmadd_ps(hi[i], x1, _mm512_fmadd_ps(lo[i], x0, acc[i][t]));
+        }
+      }
     }
   }
 }
@@ -262,31 +297,53 @@ struct Prefetch {
 template <class W, bool BF16, int R, int N>
 DEEPSEEK_TARGET_AVX512 inline void dot_block(const W* const* rows, const void* xp, int64_t cols, float (*out)[N],
                                              Prefetch* pf = nullptr) {
-  __m512 acc[R][N];
+  __m512 acc[R][N], acc2[R][N];
   for (int i = 0; i < R; ++i)
-    for (int t = 0; t < N; ++t) acc[i][t] = _mm512_setzero_ps();
+    for (int t = 0; t < N; ++t) acc[i][t] = acc2[i][t] = _mm512_setzero_ps();
   const int64_t full = cols / 32;
   if constexpr (N == 1) {
     // Decode reads each weight once, from memory. R rows advancing side by side look like R short
-    // streams to the hardware prefetcher, which ramps up on each too late; the rows are
-    // contiguous, so the next block's R rows are prefetched here, spread over this block's steps
-    // (FP8 decode: 7.1 -> 9.8 tok/s on the V2-Lite-shaped benchmark).
-    const char* next = reinterpret_cast<const char*>(rows[0] + R * cols);
-    const int64_t lines = (R * cols * int64_t(sizeof(W)) + 63) / 64, per = (lines + full - 1) / std::max<int64_t>(full, 1);
-    int64_t l = 0;
-    for (int64_t s = 0; s < full; ++s) {
-      for (int64_t k = 0; k < per && l < lines; ++k, ++l) _mm_prefetch(next + l * 64, _MM_HINT_T0);
-      dot_step<W, BF16, R, N, false>(rows, xp, s, 0, acc);
+    // streams to the hardware prefetcher, which ramps up on each too late (and stops at each 4 KB
+    // page); the rows are contiguous, so the next block's R rows are prefetched here, spread over
+    // this block's steps (FP8 decode: 7.1 -> 9.8 tok/s on the V2-Lite-shaped benchmark). Where
+    // the next block is more than L1 holds beside the input (rows over 8 KB: 10944-wide down
+    // projections, V3's 7168-wide rows), lines prefetched that early would be evicted before use,
+    // so each row stream prefetches kDecodePrefetch bytes ahead of itself instead, running into
+    // row i + R (the next block's i-th row) at its end.
+    const int64_t row_bytes = cols * int64_t(sizeof(W));
+    if (R * row_bytes > kDecodeNextBlock) {
+      for (int64_t s = 0; s < full; ++s) {
+        if (sizeof(W) == 2 || (s & 1) == 0) {  // one line per row every 64 bytes
+          const int64_t off = s * 32 * int64_t(sizeof(W)) + kDecodePrefetch;
+#pragma GCC unroll 8
+          for (int i = 0; i < R; ++i) {
+            const char* p = reinterpret_cast<const char*>(rows[i]);
+            _mm_prefetch(off < row_bytes ? p + off : p + R * row_bytes + (off - row_bytes), _MM_HINT_T0);
+          }
+        }
+        dot_step<W, BF16, R, N, false>(rows, xp, s, 0, acc, acc2);
+      }
+    } else {
+      const char* next = reinterpret_cast<const char*>(rows[0] + R * cols);
+      const int64_t lines = (R * row_bytes + 63) / 64, per = (lines + full - 1) / std::max<int64_t>(full, 1);
+      int64_t l = 0;
+      for (int64_t s = 0; s < full; ++s) {
+        for (int64_t k = 0; k < per && l < lines; ++k, ++l) _mm_prefetch(next + l * 64, _MM_HINT_T0);
+        dot_step<W, BF16, R, N, false>(rows, xp, s, 0, acc, acc2);
+      }
     }
   } else if (pf && pf->lines > 0) {
     for (int64_t s = 0; s < full; ++s) {
       pf->step();
-      dot_step<W, BF16, R, N, false>(rows, xp, s, 0, acc);
+      dot_step<W, BF16, R, N, false>(rows, xp, s, 0, acc, acc2);
     }
   } else {
-    for (int64_t s = 0; s < full; ++s) dot_step<W, BF16, R, N, false>(rows, xp, s, 0, acc);
+    for (int64_t s = 0; s < full; ++s) dot_step<W, BF16, R, N, false>(rows, xp, s, 0, acc, acc2);
   }
-  if (full * 32 < cols) dot_step<W, BF16, R, N, true>(rows, xp, full, uint32_t((uint64_t(1) << (cols - full * 32)) - 1), acc);
+  if (full * 32 < cols) dot_step<W, BF16, R, N, true>(rows, xp, full, uint32_t((uint64_t(1) << (cols - full * 32)) - 1), acc, acc2);
+  if constexpr (!BF16 && N == 1)
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < N; ++t) acc[i][t] = _mm512_add_ps(acc[i][t], acc2[i][t]);
   hsums<R * N>(&acc[0][0], &out[0][0]);
 }
 
@@ -299,7 +356,7 @@ DEEPSEEK_TARGET_AVX512 inline void rows_block(const W* base, int64_t cols, int64
   // Decode (N = 1) streams from memory and wants few rows side by side (measured on the
   // V2-Lite-shaped benchmark: bf16 8 rows 21 GB/s, 2 rows 37 GB/s; FP8 8 rows 22 GB/s, 4 rows 25).
   constexpr bool wide = !BF16;  // f32 products: two widened vectors per row
-  constexpr int R = wide ? (N <= 1 ? 4 : N <= 2 ? 6 : N <= 4 ? 4 : 2) : (N <= 1 ? 2 : N <= 2 ? 8 : N <= 4 ? 6 : 4);
+  constexpr int R = wide ? (N <= 1 ? 2 : N <= 2 ? 6 : N <= 4 ? 4 : 2) : (N <= 1 ? 2 : N <= 2 ? 8 : N <= 4 ? 6 : 4);
   int64_t r = ra;
   for (; r + R <= rb; r += R) {
     const W* rows[R];

@@ -1,0 +1,116 @@
+// KV-cache dtypes (nn/kv_cache.hpp): FP8 rows byte for byte as FlashMLA quantizes them
+// (tests/reference/make_kv_cache_fixtures.py runs FlashMLA's tests/quant.py), bf16 rounding,
+// paged addressing of every dtype, the attention kernel over FP8 rows, and the errors.
+#include "deepseek/backend/cpu/mla_attention.hpp"
+#include "deepseek/io/safetensors.hpp"
+#include "deepseek/nn/kv_cache.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+using namespace deepseek;
+
+namespace {
+const std::string kDir = DEEPSEEK_FIXTURES_DIR "/kv_cache/";
+}
+
+TEST_CASE("FP8 cache rows equal FlashMLA's quantize_k_cache bytes", "[nn][cache][fp8]") {
+  auto f = io::SafetensorsFile::open(kDir + "fp8_flashmla.safetensors");
+  const auto rows = f->view("rows"), quant = f->view("quantized"), deq = f->view("dequantized");
+  const int64_t N = rows.shape()[0], D = rows.shape()[1];
+  REQUIRE(D == 576);
+  REQUIRE(quant.shape() == Shape{N, 656});
+  for (auto layout : {nn::CacheLayout::contiguous, nn::CacheLayout::paged}) {
+    nn::KvCache cache(1, D, N, layout, 5, nn::CacheDType::fp8_e4m3, 512);
+    REQUIRE(cache.row_bytes() == 656);
+    const auto v = cache.view(0);
+    for (int64_t t = 0; t < N; ++t) v.store(t, 0, rows.data_as<float>() + t * D, D);
+    std::vector<float> back(static_cast<size_t>(D));
+    for (int64_t t = 0; t < N; ++t) {
+      INFO("row " << t << " layout " << int(layout));
+      REQUIRE(std::memcmp(v.row_data(t), quant.data_as<uint8_t>() + t * 656, 656) == 0);
+      v.load(t, 0, back.data(), D);
+      for (int64_t i = 0; i < D; ++i) REQUIRE(back[size_t(i)] == deq.data_as<float>()[t * D + i]);
+    }
+  }
+}
+
+TEST_CASE("bf16 and FP8 rows: rounding, extra columns, paging", "[nn][cache]") {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  const int64_t W = 256 + 16 + 8;  // latent 256 (two FP8 blocks) + rope 16 + an index key of 8
+  std::vector<float> x(size_t(10 * W));
+  for (auto& e : x) e = nd(rng);
+  for (auto dtype : {nn::CacheDType::f32, nn::CacheDType::bf16, nn::CacheDType::fp8_e4m3}) {
+    nn::KvCache contiguous(2, W, 10, nn::CacheLayout::contiguous, 16, dtype, 256);
+    nn::KvCache paged(2, W, 10, nn::CacheLayout::paged, 3, dtype, 256);
+    REQUIRE(contiguous.row_bytes() == nn::cache_row_bytes(dtype, W, 256));
+    for (auto* c : {&contiguous, &paged}) {
+      const auto v = c->view(1);
+      for (int64_t t = 0; t < 10; ++t) {
+        v.store(t, 0, x.data() + t * W, 272);        // latent + rope, as Mla writes it
+        v.store(t, 272, x.data() + t * W + 272, 8);  // then the index key, as the Indexer does
+      }
+    }
+    std::vector<float> a(static_cast<size_t>(W)), b(static_cast<size_t>(W));
+    for (int64_t t = 0; t < 10; ++t) {
+      contiguous.view(1).load(t, 0, a.data(), W);
+      paged.view(1).load(t, 0, b.data(), W);
+      REQUIRE(a == b);
+      for (int64_t i = 0; i < W; ++i) {
+        const float want = x[size_t(t * W + i)];
+        if (dtype == nn::CacheDType::f32 || (dtype == nn::CacheDType::fp8_e4m3 && i < 256)) {
+          if (dtype == nn::CacheDType::f32) REQUIRE(a[size_t(i)] == want);
+          else REQUIRE(std::fabs(a[size_t(i)] - want) <= std::fabs(want) / 16 + 1e-3f);  // e4m3: 3 mantissa bits
+        } else {
+          REQUIRE(a[size_t(i)] == round_to_bf16(want));
+        }
+      }
+      // a column range inside the bf16 tail reads the same values
+      float one = 0;
+      contiguous.view(1).load(t, 275, &one, 1);
+      REQUIRE(one == a[275]);
+    }
+  }
+}
+
+TEST_CASE("attention over FP8 rows equals attention over their dequantized values", "[nn][cache][fp8][attention]") {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const int64_t H = 8, lora = 256, rope = 16, T = 300, W = lora + rope;
+  nn::KvCache cache(1, W, T, nn::CacheLayout::paged, 7, nn::CacheDType::fp8_e4m3, lora);
+  const auto v = cache.view(0);
+  std::vector<float> row(static_cast<size_t>(W)), deq(size_t(T * W));
+  for (int64_t t = 0; t < T; ++t) {
+    for (auto& e : row) e = nd(rng);
+    v.store(t, 0, row.data(), W);
+    v.load(t, 0, deq.data() + t * W, W);
+  }
+  std::vector<float> qa(size_t(H * W));
+  for (auto& e : qa) e = 0.3f * nd(rng);
+  std::vector<const void*> p8, p32;
+  for (int64_t t = 0; t < T; ++t) {
+    p8.push_back(v.row_data(t));
+    p32.push_back(deq.data() + t * W);
+  }
+  const int32_t len = int32_t(T);
+  using backend::cpu::RowFormat;
+  std::vector<float> o8(size_t(H * lora)), o32(o8.size());
+  backend::cpu::latent_attention(qa.data(), 1, H, lora, rope, 0.1f, {p8.data(), 0, &len, RowFormat::fp8, lora}, o8.data());
+  backend::cpu::latent_attention(qa.data(), 1, H, lora, rope, 0.1f, {p32.data(), 0, &len, RowFormat::f32, 0}, o32.data());
+  for (size_t i = 0; i < o8.size(); ++i) REQUIRE(o8[i] == Approx(o32[i]).margin(1e-6));
+}
+
+TEST_CASE("KV cache dtype errors", "[nn][cache][errors]") {
+  REQUIRE_THROWS_WITH(nn::KvCache(1, 100, 4, nn::CacheLayout::contiguous, 16, nn::CacheDType::fp8_e4m3, 96),
+                      Catch::Contains("blocks of 128"));
+  nn::KvCache c(1, 256 + 16, 4, nn::CacheLayout::contiguous, 16, nn::CacheDType::fp8_e4m3, 256);
+  std::vector<float> x(64, 1.0f);
+  REQUIRE_THROWS_WITH(c.view(0).store(0, 64, x.data(), 64), Catch::Contains("whole blocks of 128"));
+  REQUIRE(nn::parse_cache_dtype("fp8") == nn::CacheDType::fp8_e4m3);
+  REQUIRE_THROWS_WITH(nn::parse_cache_dtype("e5m2", "--cache-dtype"), Catch::Contains("expected f32, bf16 or fp8"));
+}
