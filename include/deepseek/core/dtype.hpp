@@ -169,6 +169,14 @@ inline uint8_t f32_to_f8_e4m3(float f) {
   return static_cast<uint8_t>(sign | (code >= 0x7fu ? 0x7eu : code));
 }
 
+// The smallest power of two >= x, for a positive normal x (exact: the exponent of x, plus one when
+// any mantissa bit is set): the ue8m0 block scales of DeepSeek's act_quant and FlashMLA's FP8 cache.
+inline float pow2_ceil(float x) {
+  int e = 0;
+  const float m = std::frexp(x, &e);  // x = m 2^e, m in [0.5, 1)
+  return std::ldexp(1.0f, m == 0.5f ? e - 1 : e);
+}
+
 // ---- e8m0 -----------------------------------------------------------------------------------
 inline float e8m0_to_f32(uint8_t b) {
   if (b == 0xff) return std::numeric_limits<float>::quiet_NaN();

@@ -102,8 +102,8 @@ inline ModelInfo model_info(const io::ModelConfig& c) {
   } else {
     m.kv_values_per_token_layer = m.full_kv_values_per_token_layer = 2 * int64_t(c.num_key_value_heads) * c.head_dim;
   }
-  m.kv_bytes_per_token_bf16 = 2 * m.kv_values_per_token_layer * c.num_hidden_layers;
-  m.kv_bytes_per_token_f32 = 4 * m.kv_values_per_token_layer * c.num_hidden_layers;
+  m.kv_bytes_per_token_bf16 = nn::cache_row_bytes(nn::CacheDType::bf16, m.kv_values_per_token_layer, 0) * c.num_hidden_layers;
+  m.kv_bytes_per_token_f32 = nn::cache_row_bytes(nn::CacheDType::f32, m.kv_values_per_token_layer, 0) * c.num_hidden_layers;
   if (c.use_mla && c.kv_lora_rank > 0 && c.kv_lora_rank % nn::kFp8CacheBlock == 0)
     m.kv_bytes_per_token_fp8 =
         nn::cache_row_bytes(nn::CacheDType::fp8_e4m3, m.kv_values_per_token_layer, c.kv_lora_rank) * c.num_hidden_layers;

@@ -126,8 +126,8 @@ class Indexer {
         continue;
       }
       score.resize(size_t(len));
-      keys.resize(size_t(len));
-      for (int64_t t = 0; t < len; ++t) keys[size_t(t)] = cache.values_at(t, col);
+      if (keys.empty())  // the key addresses of rows [0, p0 + n), gathered once for every query
+        for (int64_t t = 0; t < p0 + n; ++t) keys.push_back(cache.values_at(t, col));
       Ops::indexer_scores(qs, ws, H, D, scale, keys.data(), cache.dtype != CacheDType::f32, len, score.data());
       order.resize(size_t(len));
       for (int64_t t = 0; t < len; ++t) order[size_t(t)] = int32_t(t);
@@ -176,9 +176,7 @@ class Indexer {
       const int64_t b1 = std::min(D, b0 + kBlock);
       float amax = 1e-4f;
       for (int64_t i = b0; i < b1; ++i) amax = std::max(amax, std::fabs(v[i]));
-      int e = 0;
-      const float m = std::frexp(amax * (1.0f / 448.0f), &e);  // amax / 448 = m 2^e, m in [0.5, 1)
-      const float sigma = std::ldexp(1.0f, m == 0.5f ? e - 1 : e);
+      const float sigma = pow2_ceil(amax * (1.0f / 448.0f));
       for (int64_t i = b0; i < b1; ++i)
         v[i] = f8_e4m3_to_f32(f32_to_f8_e4m3(std::clamp(v[i] / sigma, -448.0f, 448.0f))) * sigma;
     }

@@ -60,12 +60,7 @@ inline CacheDType parse_cache_dtype(const std::string& s, const std::string& wha
 
 namespace detail {
 // FlashMLA's scale of one block: 2^ceil(log2(max(amax / 448, 1e-4))), the ceiling taken exactly.
-inline float fp8_block_scale(float amax) {
-  const float s = std::max(amax / 448.0f, 1e-4f);
-  int e = 0;
-  const float m = std::frexp(s, &e);  // s = m 2^e, m in [0.5, 1)
-  return std::ldexp(1.0f, m == 0.5f ? e - 1 : e);
-}
+inline float fp8_block_scale(float amax) { return pow2_ceil(std::max(amax / 448.0f, 1e-4f)); }
 }  // namespace detail
 
 struct CacheView {

@@ -7,7 +7,7 @@
 // against; the two differ in summation order only.
 #pragma once
 
-#include "deepseek/backend/cpu/simd.hpp"
+#include "deepseek/backend/cpu/ops.hpp"
 #include "deepseek/core/dtype.hpp"
 #include "deepseek/core/parallel.hpp"
 
@@ -23,16 +23,8 @@ inline constexpr int64_t kKeyBlock = 128;
 
 namespace indexer_detail {
 inline void widen_key(const void* src, bool bf16, int64_t D, float* dst) {
-  if (!bf16) {
-    std::memcpy(dst, src, size_t(D) * sizeof(float));
-    return;
-  }
-  const uint16_t* h = static_cast<const uint16_t*>(src);
-  int64_t i = 0;
-#if DEEPSEEK_CPU_AVX2
-  for (; i + 8 <= D; i += 8) _mm256_storeu_ps(dst + i, load_bf16x8(h + i));
-#endif
-  for (; i < D; ++i) dst[i] = bf16_to_f32(h[i]);
+  if (bf16) widen_bf16(static_cast<const uint16_t*>(src), D, dst);
+  else std::memcpy(dst, src, size_t(D) * sizeof(float));
 }
 }  // namespace indexer_detail
 

@@ -58,14 +58,7 @@ inline constexpr int64_t kRowBlock = 128, kGroupRows = 256;
 
 namespace latent_detail {
 
-// dst[0, w) = the row's first w values as f32
-inline void widen_bf16(const uint16_t* h, int64_t w, float* dst) {
-  int64_t i = 0;
-#if DEEPSEEK_CPU_AVX2
-  for (; i + 8 <= w; i += 8) _mm256_storeu_ps(dst + i, load_bf16x8(h + i));
-#endif
-  for (; i < w; ++i) dst[i] = bf16_to_f32(h[i]);
-}
+// dst[0, w) = the row's first w values as f32 (bf16 values widened by ops.hpp's widen_bf16)
 inline void widen_row(const void* src, const LatentRows& r, int64_t w, float* dst) {
   if (r.format == RowFormat::f32) {
     std::memcpy(dst, src, size_t(w) * sizeof(float));
@@ -201,39 +194,38 @@ inline void latent_attention(const float* qa, int64_t n, int64_t H, int64_t lora
           for (int64_t k = 0; k < Wq; ++k) qt[size_t(k * M + m)] = qa[(s0 * H + m) * Wq + k];
         corr.resize(size_t(M));
         vis.resize(size_t(M));
-        for (int64_t t0 = b; t0 < e; t0 += kRowBlock) {
-          const int64_t nr = std::min(kRowBlock, e - t0);
-          for (int64_t j = 0; j < nr; ++j) latent_detail::widen_row(list[t0 + j], r, Wq, kbuf.data() + j * Wq);
+      }
+#endif
+      for (int64_t t0 = b; t0 < e; t0 += kRowBlock) {
+        const int64_t nr = std::min(kRowBlock, e - t0);
+        for (int64_t j = 0; j < nr; ++j) latent_detail::widen_row(list[t0 + j], r, Wq, kbuf.data() + j * Wq);
+#if DEEPSEEK_CPU_AVX512_KERNELS && DEEPSEEK_CPU_AVX2
+        if (avx512) {
           for (int64_t m = 0; m < M; ++m) vis[size_t(m)] = int32_t(std::clamp<int64_t>(r.len[s0 + m / H] - t0, 0, nr));
           latent_block_avx512(qt.data(), kbuf.data(), nr, M, Wq, lora, vis.data(), scale, sbuf.data(), mx.data(), sum.data(),
                               corr.data(), obuf.data());
+          continue;
         }
-      }
-      for (int64_t t0 = b; t0 < e && !avx512; t0 += kRowBlock) {
-#else
-      for (int64_t t0 = b; t0 < e; t0 += kRowBlock) {
 #endif
-        const int64_t nr = std::min(kRowBlock, e - t0);
-        for (int64_t j = 0; j < nr; ++j) latent_detail::widen_row(list[t0 + j], r, Wq, kbuf.data() + j * Wq);
         const ConstMap K(kbuf.data(), nr, Wq, Eigen::OuterStride<>(Wq));
         Map S(sbuf.data(), M, nr, Eigen::OuterStride<>(kRowBlock));
         S.noalias() = Q * K.transpose();
         for (int64_t m = 0; m < M; ++m) {
           float* srow = sbuf.data() + m * kRowBlock;
-          const int64_t vis = std::clamp<int64_t>(r.len[s0 + m / H] - t0, 0, nr);
-          if (vis == 0) {  // none of this block is visible to the query (causal): P row = 0
+          const int64_t visible = std::clamp<int64_t>(r.len[s0 + m / H] - t0, 0, nr);
+          if (visible == 0) {  // none of this block is visible to the query (causal): P row = 0
             std::fill(srow, srow + nr, 0.0f);
             continue;
           }
-          const float bmax = scale_bias_max(srow, vis, scale, 0.0f, nullptr);
+          const float bmax = scale_bias_max(srow, visible, scale, 0.0f, nullptr);
           const float m_new = std::max(mx[size_t(m)], bmax);
-          const float corr = std::exp(mx[size_t(m)] - m_new);  // 0 on the first visible block
+          const float c = std::exp(mx[size_t(m)] - m_new);  // 0 on the first visible block
           mx[size_t(m)] = m_new;
-          sum[size_t(m)] = sum[size_t(m)] * corr + exp_sum(srow, vis, m_new);
-          std::fill(srow + vis, srow + nr, 0.0f);
-          if (corr != 1.0f) {
+          sum[size_t(m)] = sum[size_t(m)] * c + exp_sum(srow, visible, m_new);
+          std::fill(srow + visible, srow + nr, 0.0f);
+          if (c != 1.0f) {
             float* orow = obuf.data() + m * lora;
-            for (int64_t d = 0; d < lora; ++d) orow[d] *= corr;
+            for (int64_t d = 0; d < lora; ++d) orow[d] *= c;
           }
         }
         O.noalias() += S * ConstMap(kbuf.data(), nr, lora, Eigen::OuterStride<>(Wq));

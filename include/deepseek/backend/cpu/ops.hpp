@@ -71,6 +71,16 @@ inline void axpy(float a, const float* x, float* y, int64_t n) {
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
+// dst[i] = bf16 h[i] as f32 for i < n (exact: bf16 is the top half of an f32); cached bf16 rows and
+// keys are read through it.
+inline void widen_bf16(const uint16_t* h, int64_t n, float* dst) {
+  int64_t i = 0;
+#if DEEPSEEK_CPU_AVX2
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load_bf16x8(h + i));
+#endif
+  for (; i < n; ++i) dst[i] = bf16_to_f32(h[i]);
+}
+
 // A vector of any float dtype as f32 (norm weights, biases: small, converted once at load).
 inline void to_f32(const TensorView& v, float* out) {
   const int64_t n = v.numel();
