@@ -3,13 +3,17 @@
 // dense absorbed MLA vs DSA (indexer + sparse absorbed MLA) over a filled cache of L tokens.
 //   BM_decode/<mode>/L      one query at position L-1 (batch-1 decode)
 //   BM_prefill/<mode>/L     a chunk of 16 queries at positions L-16 .. L-1
-//   mode 0 dense MLA, 1 DSA, 2 the DSA indexer alone (its share of mode 1); last argument: 1 = bf16 cache
-//   BM_attention/L/bf16     the dense decode attention alone, cache GB/s against BM_MemoryBandwidth's triad
+//   mode 0 dense MLA, 1 DSA, 2 the DSA indexer alone (its share of mode 1); last argument: 0 f32 cache, 1 bf16
+//   cache, 2 bf16 cache with bf16 activations (LoadOptions::activations: linears on AVX512-BF16, attention's
+//   q~ and p rounded so the cached rows multiply natively)
+//   BM_attention/L/c/H      the dense decode attention alone, H heads (128: V3; 16: V2-Lite), cache c = 0 f32,
+//                           1 bf16, 2 bf16 multiplied natively (bf16_products, AVX512-BF16); cache GB/s against
+//                           BM_MemoryBandwidth's triad, GFLOP/s against bench_linear's BM_PeakFlops
 //   BM_chunk_order/o/n      a chunk of n queries at 4K context, tiled (o = 0) vs absorbed (1): mla.hpp's cost rule
 // Counters: tokens/s (Time is per call: 1 token for decode, 16 for prefill). Cost model per query: projections
 // (L-independent, ~0.4 GB of bf16 weights: o_proj 235 MB dominates), dense attention 128 * L * (576 + 512) FMAs, DSA
 // attention 128 * min(L, 2048) * (576 + 512) FMAs + indexer 64 * 128 * L FMAs. The cache rows are filled with random
-// values directly (no 64K-token prefill). The checkpoint (config.json + model.safetensors, ~0.4 GB) is written once to
+// values directly (no 128K-token prefill). The checkpoint (config.json + model.safetensors, ~0.4 GB) is written once to
 // $TMPDIR/deepseek_bench_dsa.
 #include <deepseek/io/checkpoint.hpp>
 #include <deepseek/nn/dsa.hpp>
@@ -33,7 +37,7 @@ namespace {
 using namespace deepseek;
 
 constexpr int64_t kHidden = 7168, kHeads = 128, kQLora = 1536, kKvLora = 512, kNope = 128, kRope = 64, kV = 128;
-constexpr int64_t kIndexHeads = 64, kIndexDim = 128, kTopk = 2048, kMaxContext = 65536, kChunk = 16;
+constexpr int64_t kIndexHeads = 64, kIndexDim = 128, kTopk = 2048, kMaxContext = 131072, kChunk = 16;
 
 uint64_t g_state = 0x9E3779B97F4A7C15ull;
 float uniform() {  // xorshift64*, uniform in [-1, 1)
@@ -133,8 +137,8 @@ std::string checkpoint_dir() {
 
 struct Layer {
   std::shared_ptr<io::Checkpoint> ckpt;
-  nn::Mla<cpu> dense, dsa;
-  nn::Indexer<cpu> indexer;
+  nn::Mla<cpu> dense, dsa, dense16, dsa16;  // ...16: bf16 activations
+  nn::Indexer<cpu> indexer, indexer16;
   nn::KvCache cache, cache16;  // the same rows in f32 and in bf16
   std::vector<float> x, cq;
 };
@@ -152,6 +156,10 @@ Layer& layer() {
     l.indexer = nn::Indexer<cpu>(w.sub("indexer"), nn::IndexerConfig::from(c), index_rope);
     l.dense = nn::Mla<cpu>(w, mc, rope, scale);
     l.dsa = nn::Mla<cpu>(w, mc, rope, scale, l.indexer);
+    const auto w16 = w.with_activations(ActivationDType::bf16);
+    l.indexer16 = nn::Indexer<cpu>(w16.sub("indexer"), nn::IndexerConfig::from(c), index_rope);
+    l.dense16 = nn::Mla<cpu>(w16, mc, rope, scale);
+    l.dsa16 = nn::Mla<cpu>(w16, mc, rope, scale, l.indexer16);
     // One cache whose rows hold [c_kv ; k_pe ; index key]; the dense layer reads the first 576.
     l.cache = nn::KvCache(1, mc.row_width(), kMaxContext);
     l.cache16 = nn::KvCache(1, mc.row_width(), kMaxContext, nn::CacheLayout::contiguous, 16, nn::CacheDType::bf16);
@@ -174,21 +182,22 @@ void run(benchmark::State& state, int64_t n) {
   Layer& l = layer();
   const int mode = int(state.range(0));
   const int64_t L = state.range(1), p0 = L - n;
-  const bool bf16 = state.range(2) != 0;
+  const bool bf16 = state.range(2) != 0, act16 = state.range(2) == 2;
   const nn::CacheView view = (bf16 ? l.cache16 : l.cache).view(0);
   std::vector<float> y(size_t(n * kHidden));
   nn::Selection sel;
   for (auto _ : state) {
     if (mode == 0)
-      l.dense.forward(l.x.data(), n, p0, view, y.data(), nn::MlaMode::absorbed);
+      (act16 ? l.dense16 : l.dense).forward(l.x.data(), n, p0, view, y.data(), nn::MlaMode::absorbed);
     else if (mode == 1)
-      l.dsa.forward(l.x.data(), n, p0, view, y.data(), nn::MlaMode::absorbed);
+      (act16 ? l.dsa16 : l.dsa).forward(l.x.data(), n, p0, view, y.data(), nn::MlaMode::absorbed);
     else
-      l.indexer.forward(l.x.data(), l.cq.data(), n, p0, view, kKvLora + kRope, sel);
+      (act16 ? l.indexer16 : l.indexer).forward(l.x.data(), l.cq.data(), n, p0, view, kKvLora + kRope, sel);
     benchmark::DoNotOptimize(y.data());
   }
   state.counters["tokens/s"] = benchmark::Counter(double(state.iterations()) * double(n), benchmark::Counter::kIsRate);
-  state.SetLabel(std::string(mode == 0 ? "dense" : mode == 1 ? "dsa" : "indexer") + (bf16 ? ", bf16 cache" : ", f32 cache"));
+  state.SetLabel(std::string(mode == 0 ? "dense" : mode == 1 ? "dsa" : "indexer") +
+                 (act16 ? ", bf16 cache, bf16 activations" : bf16 ? ", bf16 cache" : ", f32 cache"));
 }
 
 using deepseek::bench::BM_MemoryBandwidth;
@@ -198,26 +207,31 @@ using deepseek::bench::triad_gbs;
 // row): cache GB/s (576 values a row) against the triad, and GFLOP/s (2 x 128 x (2 x 512 + 64) a row).
 void BM_attention(benchmark::State& state) {
   Layer& l = layer();
-  const int64_t L = state.range(0);
-  const bool bf16 = state.range(1) != 0;
+  const int64_t L = state.range(0), H = state.range(2);
+  const bool bf16 = state.range(1) != 0, native = state.range(1) == 2;
+  if (native && !backend::cpu::has_avx512bf16()) {
+    state.SkipWithError("no AVX512-BF16 on this CPU");
+    return;
+  }
   const nn::CacheView view = (bf16 ? l.cache16 : l.cache).view(0);
-  std::vector<float> qa(size_t(kHeads * (kKvLora + kRope))), o(size_t(kHeads * kKvLora));
+  std::vector<float> qa(size_t(H * (kKvLora + kRope))), o(size_t(H * kKvLora));
   for (auto& e : qa) e = uniform();
   std::vector<const void*> rows(static_cast<size_t>(L));
   for (int64_t t = 0; t < L; ++t) rows[size_t(t)] = view.row_data(t);
   const int32_t len = int32_t(L);
-  const backend::cpu::LatentRows r{rows.data(), 0, &len, bf16 ? backend::cpu::RowFormat::bf16 : backend::cpu::RowFormat::f32, 0};
+  const backend::cpu::LatentRows r{rows.data(), 0, &len, bf16 ? backend::cpu::RowFormat::bf16 : backend::cpu::RowFormat::f32, 0,
+                                   native};
   const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
-    backend::Ops<cpu>::latent_attention(qa.data(), 1, kHeads, kKvLora, kRope, 0.07f, r, o.data());
+    backend::Ops<cpu>::latent_attention(qa.data(), 1, H, kKvLora, kRope, 0.07f, r, o.data());
     benchmark::DoNotOptimize(o.data());
   }
   const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / double(state.iterations());
   const double bytes = double(L) * double(kKvLora + kRope) * (bf16 ? 2 : 4);
   state.counters["cache_GB/s"] = bytes / sec / 1e9;
   if (triad_gbs() > 0) state.counters["of_triad"] = bytes / sec / 1e9 / triad_gbs();
-  state.counters["GFLOP/s"] = double(L) * double(kHeads) * double(2 * kKvLora + kRope) * 2 / sec / 1e9;
-  state.SetLabel(bf16 ? "bf16 cache" : "f32 cache");
+  state.counters["GFLOP/s"] = double(L) * double(H) * double(2 * kKvLora + kRope) * 2 / sec / 1e9;
+  state.SetLabel(native ? "bf16 cache, bf16 products" : bf16 ? "bf16 cache" : "f32 cache");
 }
 
 // The cost rule of nn/mla.hpp checked by measurement: a chunk of n queries at the end of a 4K
@@ -241,9 +255,9 @@ void BM_prefill(benchmark::State& s) { run(s, kChunk); }
 
 // Iterations fixed so the whole sweep takes a few minutes on 2 cores.
 void decode_sweep(benchmark::internal::Benchmark* b) {
-  for (int bf16 : {0, 1})
+  for (int bf16 : {0, 1, 2})
     for (int mode : {0, 1, 2})
-      for (int64_t L : {1024, 2048, 4096, 8192, 16384, 32768, 65536}) b->Args({mode, L, bf16});
+      for (int64_t L : {1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072}) b->Args({mode, L, bf16});
   b->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(2);
 }
 void prefill_sweep(benchmark::internal::Benchmark* b) {
@@ -252,8 +266,9 @@ void prefill_sweep(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 }
 void attention_sweep(benchmark::internal::Benchmark* b) {
-  for (int bf16 : {0, 1})
-    for (int64_t L : {1024, 4096, 16384, 65536}) b->Args({L, bf16});
+  for (int64_t H : {128, 16})
+    for (int c : {0, 1, 2})
+      for (int64_t L : {1024, 4096, 16384, 65536, 131072}) b->Args({L, c, H});
   b->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(4);
 }
 

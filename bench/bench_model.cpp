@@ -9,6 +9,7 @@
 //   DEEPSEEK_BENCH_DIR          where the synthetic checkpoints are written (default /tmp/deepseek-bench)
 //   DEEPSEEK_BENCH_LAYERS_BF16  layers of the bf16 model (default 12: 13.4 GB)
 //   DEEPSEEK_BENCH_LAYERS_FP8   layers of the FP8 model (default 24: 14.9 GB)
+// BM_DecodeContext/a/L: decode at L cached tokens (a: activations as below).
 // BM_Decode/BM_Prefill's last argument: 0 = f32 activations (exact), 1 = bf16 activations
 // (LoadOptions::activations; the AVX512-BF16 kernel for the bf16 model where the CPU has it).
 // bench/model_vs_transformers.py runs transformers on the same bf16 checkpoint for the ratio.
@@ -118,6 +119,29 @@ void BM_Decode(benchmark::State& state) {
   state.SetLabel(label(fp8, bf16_act));
 }
 
+// Decode at a context of L cached tokens (bf16 model, default bf16 cache): the cache rows are
+// left zero (attention's cost does not depend on their values), so no L-token prefill is needed.
+// range: (activations 0 f32 / 1 bf16, L). time_per_token - BM_DecodeContext at L = 0 is what
+// attention over L rows adds.
+void BM_DecodeContext(benchmark::State& state) {
+  const bool bf16_act = state.range(0) != 0;
+  const int64_t L = state.range(1);
+  auto& l = load(false, bf16_act);
+  auto cache = l.model->make_cache({L + 1});
+  std::vector<float> logits(static_cast<size_t>(l.model->config().vocab_size));
+  int32_t next = 1000;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    cache.resize(L);
+    l.model->forward(&next, 1, cache, logits.data());
+    next = generate::argmax(logits.data(), l.model->config().vocab_size);
+  }
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (triad_gbs() > 0) state.counters["of_triad"] = l.bytes_per_token * double(state.iterations()) / sec / 1e9 / triad_gbs();
+  state.counters["tok/s"] = benchmark::Counter(double(state.iterations()), benchmark::Counter::kIsRate);
+  state.SetLabel(label(false, bf16_act) + ", bf16 cache");
+}
+
 void BM_Prefill(benchmark::State& state) {
   const bool fp8 = state.range(0) != 0, bf16_act = state.range(2) != 0;
   const int64_t n = state.range(1);
@@ -138,5 +162,6 @@ void BM_Prefill(benchmark::State& state) {
 
 BENCHMARK(BM_MemoryBandwidth)->Unit(benchmark::kMillisecond)->MinTime(1.0)->UseRealTime();
 BENCHMARK(BM_Decode)->Args({0, 0})->Args({0, 1})->Args({1, 0})->Args({1, 1})->Unit(benchmark::kMillisecond)->MinTime(5.0)->UseRealTime();
+BENCHMARK(BM_DecodeContext)->ArgsProduct({{0, 1}, {0, 1024, 8192, 32768}})->Unit(benchmark::kMillisecond)->MinTime(3.0)->UseRealTime();
 BENCHMARK(BM_Prefill)->Args({0, 128, 0})->Args({0, 128, 1})->Args({1, 128, 0})->Args({1, 128, 1})->Unit(benchmark::kMillisecond)->MinTime(5.0)->UseRealTime();
 BENCHMARK_MAIN();

@@ -26,9 +26,9 @@ struct V2LiteShape {
   int experts = 64, top_k = 6, shared = 2;
 };
 
-inline nlohmann::ordered_json v2_lite_config(int layers, bool fp8) {
+inline nlohmann::ordered_json v2_lite_config(int layers, bool fp8, int64_t vocab = 102400) {
   nlohmann::ordered_json c = {
-      {"architectures", {"DeepseekV2ForCausalLM"}}, {"model_type", "deepseek_v2"}, {"vocab_size", 102400},
+      {"architectures", {"DeepseekV2ForCausalLM"}}, {"model_type", "deepseek_v2"}, {"vocab_size", vocab},
       {"hidden_size", 2048}, {"intermediate_size", 10944}, {"moe_intermediate_size", 1408},
       {"num_hidden_layers", layers}, {"num_attention_heads", 16}, {"num_key_value_heads", 16},
       {"n_routed_experts", 64}, {"n_shared_experts", 2}, {"num_experts_per_tok", 6}, {"n_group", 1},
@@ -111,15 +111,18 @@ class CheckpointWriter {
 };
 
 // Creates `dir` (config.json + model.safetensors) unless it already holds this many layers.
-inline void make_v2_lite_checkpoint(const std::string& dir, int layers, bool fp8) {
+// `vocab` is V2-Lite's 102400 unless a side-by-side needs a real tokenizer's ids to fit: llama.cpp's
+// converter wants a tokenizer.json in the folder, and the only one here is V3's (129280 ids).
+inline void make_v2_lite_checkpoint(const std::string& dir, int layers, bool fp8, int64_t vocab = 102400) {
   namespace fs = std::filesystem;
-  const auto cfg = v2_lite_config(layers, fp8);
+  const auto cfg = v2_lite_config(layers, fp8, vocab);
   if (fs::exists(fs::path(dir) / "model.safetensors") && fs::exists(fs::path(dir) / "config.json")) {
     std::ifstream in(fs::path(dir) / "config.json");
     if (nlohmann::json::parse(in) == nlohmann::json::parse(cfg.dump())) return;
   }
   fs::create_directories(dir);
   V2LiteShape s;
+  s.vocab = vocab;
   CheckpointWriter w;
   auto linear = [&](const std::string& name, int64_t out, int64_t in) {
     const float std = 1.0f / std::sqrt(float(in));

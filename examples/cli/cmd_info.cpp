@@ -72,6 +72,8 @@ int run_info(int argc, char** argv) {
   // What the cache stores per token with each --cache-dtype (V3.2's index key included).
   j["kv_cache_bytes_per_token"] = {{"f32", m.kv_bytes_per_token_f32}, {"bf16", m.kv_bytes_per_token_bf16},
                                    {"fp8", m.kv_bytes_per_token_fp8 ? nlohmann::ordered_json(m.kv_bytes_per_token_fp8) : nullptr},
+                                   {"fp8_with_fp8_index_key",
+                                    m.kv_bytes_per_token_fp8_index ? nlohmann::ordered_json(m.kv_bytes_per_token_fp8_index) : nullptr},
                                    {"index_key_values_per_layer", m.index_values_per_token_layer}};
   nlohmann::ordered_json w = {{"files", ckpt->num_files()}, {"tensors", ckpt->names().size()}, {"bytes", tensor_bytes}};
   for (auto& [dt, e] : by_dtype) w["dtypes"][dt] = {{"tensors", e.first}, {"bytes", e.second}};
@@ -106,6 +108,8 @@ int run_info(int argc, char** argv) {
               m.index_values_per_token_layer ? " + DSA index key" : "", (long long)m.kv_bytes_per_token_f32,
               (long long)m.kv_bytes_per_token_bf16);
   if (m.kv_bytes_per_token_fp8) std::printf(", %lld fp8", (long long)m.kv_bytes_per_token_fp8);
+  if (m.kv_bytes_per_token_fp8_index)
+    std::printf(" (%lld with the FP8 indexer, its index key in e4m3)", (long long)m.kv_bytes_per_token_fp8_index);
   std::printf("; a full bf16 multi-head cache: %lld (%.1fx bf16)\n", (long long)m.full_kv_bytes_per_token_bf16,
               double(m.full_kv_bytes_per_token_bf16) / double(m.kv_bytes_per_token_bf16));
   if (ckpt->has_weights()) {

@@ -1,12 +1,13 @@
 // deepseek-cli logits | generate: run a V2/V3-family checkpoint on the CPU.
-//   logits   --model DIR --ids 1,2,3 --out FILE.npy [--threads N] [--activations f32|bf16] [--cache-dtype f32|bf16]
+//   logits   --model DIR --ids 1,2,3|@FILE --out FILE.npy [--threads N] [--activations f32|bf16] [--cache-dtype bf16|f32|fp8]
 //            [--prefill-chunk N]
 //            float32 [T, vocab], C order
-//   generate --model DIR (--ids 1,2,3 | --prompt TEXT) [--max-new N] [--greedy | --temperature T
+//   generate --model DIR (--ids 1,2,3|@FILE | --prompt TEXT) [--max-new N] [--greedy | --temperature T
 //            --top-p P --top-k K --seed S] [--no-repeat-ngram N] [--mtp] [--print-ids] [--stats] [--threads N] [--max-context N]
-//            [--activations f32|bf16] [--cache-dtype f32|bf16] [--prefill-chunk N]
-//   --cache-dtype bf16 halves the KV cache (each cached value rounded once, nn/kv_cache.hpp); f32 (the
-//   default) is exact. --prefill-chunk N runs the prompt through the layers N tokens at a time
+//            [--activations f32|bf16] [--cache-dtype bf16|f32|fp8] [--prefill-chunk N]
+//   --cache-dtype: bf16 (the default) stores each cached value rounded once, half the bytes of f32
+//   (nn/kv_cache.hpp); f32 is exact (what the tests compare with transformers); fp8 is FlashMLA's
+//   656-byte row (MLA models only). --prefill-chunk N runs the prompt through the layers N tokens at a time
 //   (default: automatic, 512-token chunks for longer prompts), bounding activation memory.
 //   --activations bf16 rounds the input of every linear layer to bf16 (as transformers in bf16 and
 //   llama.cpp do; bf16 weights then multiply natively on AVX512-BF16 CPUs); f32 (the default) is exact.
@@ -36,9 +37,17 @@ namespace {
 
 using namespace deepseek;
 
+// --ids 1,2,3, or --ids @FILE: the ids in FILE separated by commas and/or whitespace (a long
+// prompt's ids do not fit in one command-line argument, at most 128 KiB on Linux).
 std::vector<int32_t> parse_ids(const std::string& s) {
   std::vector<int32_t> ids;
-  std::stringstream ss(s);
+  std::string text = s;
+  if (!s.empty() && s[0] == '@') {
+    text = read_regular_file(s.substr(1), uint64_t(12) * uint64_t(kMaxPositions), "12 bytes per id of kMaxPositions");
+    for (char& c : text)
+      if (c == ' ' || c == '\n' || c == '\r' || c == '\t') c = ',';
+  }
+  std::stringstream ss(text);
   std::string item;
   while (std::getline(ss, item, ',')) {
     if (item.empty()) continue;
@@ -85,8 +94,8 @@ void check_context(const io::ModelConfig& c, int64_t tokens, const std::string& 
 int run_logits(int argc, char** argv) {
   cli::Args args(argc, argv, {}, {"model", "ids", "out", "threads", "backend", "activations", "cache-dtype", "prefill-chunk"});
   if (args.help()) {
-    std::printf("usage: deepseek-cli logits --model DIR --ids 1,2,3 --out FILE.npy [--threads N] [--activations f32|bf16]\n"
-                "         [--cache-dtype f32|bf16] [--prefill-chunk N]\n");
+    std::printf("usage: deepseek-cli logits --model DIR --ids 1,2,3|@FILE --out FILE.npy [--threads N] [--activations f32|bf16]\n"
+                "         [--cache-dtype bf16|f32|fp8] [--prefill-chunk N]\n");
     return 0;
   }
   args.reject_positional();
@@ -115,9 +124,9 @@ int run_generate(int argc, char** argv) {
                   "activations", "cache-dtype", "prefill-chunk"});
   if (args.help()) {
     std::printf(
-        "usage: deepseek-cli generate --model DIR (--ids 1,2,3 | --prompt TEXT) [--max-new N]\n"
+        "usage: deepseek-cli generate --model DIR (--ids 1,2,3|@FILE | --prompt TEXT) [--max-new N]\n"
         "         [--greedy | --temperature T --top-p P --top-k K --seed S] [--no-repeat-ngram N] [--mtp] [--print-ids] [--stats]\n"
-        "         [--threads N] [--max-context N] [--activations f32|bf16] [--cache-dtype f32|bf16] [--prefill-chunk N]\n");
+        "         [--threads N] [--max-context N] [--activations f32|bf16] [--cache-dtype bf16|f32|fp8] [--prefill-chunk N]\n");
     return 0;
   }
   args.reject_positional();

@@ -2,7 +2,7 @@
 //   ocr --model DIR (--image FILE | --pdf FILE [--pages 1-3,5] [--dpi 144]) [--mode tiny|small|base|large|gundam|gundam-m]
 //       [--prompt TEXT] [--max-new N] [--greedy | --temperature T --top-p P --top-k K --seed S] [--no-repeat-ngram N]
 //       [--max-crops N] [--print-ids] [--stats] [--dump-vision FILE.npy] [--boxes FILE.json] [--out DIR] [--threads N]
-//       [--activations f32|bf16]
+//       [--activations f32|bf16] [--cache-dtype bf16|f32]
 // Defaults are HF infer()'s: mode gundam, prompt "<image>\n<|grounding|>Convert the document to markdown.",
 // greedy, no_repeat_ngram_size 20 (0 turns it off), max 9 tiles, stop at end-of-sentence; --max-new defaults to
 // what the context (max_position_embeddings) leaves after the prompt, at most 8192 (the authors' setting).
@@ -129,14 +129,14 @@ std::string decode_output(const tokenizer::Tokenizer& tok, std::vector<int32_t> 
 int run_ocr(int argc, char** argv) {
   cli::Args args(argc, argv, {"greedy", "print-ids", "stats"},
                  {"model", "image", "pdf", "pages", "dpi", "mode", "prompt", "max-new", "temperature", "top-p", "top-k", "seed",
-                  "no-repeat-ngram", "max-crops", "dump-vision", "boxes", "out", "threads", "activations"});
+                  "no-repeat-ngram", "max-crops", "dump-vision", "boxes", "out", "threads", "activations", "cache-dtype"});
   if (args.help()) {
     std::printf(
         "usage: deepseek-cli ocr --model DIR (--image FILE | --pdf FILE [--pages 1-3,5] [--dpi 144])\n"
         "         [--mode tiny|small|base|large|gundam|gundam-m] [--prompt TEXT] [--max-new N]\n"
         "         [--greedy | --temperature T --top-p P --top-k K --seed S] [--no-repeat-ngram N] [--max-crops N]\n"
         "         [--print-ids] [--stats] [--dump-vision FILE.npy] [--boxes FILE.json] [--out DIR] [--threads N]\n"
-        "         [--activations f32|bf16]\n"
+        "         [--activations f32|bf16] [--cache-dtype bf16|f32]\n"
         "defaults (HF infer()): --mode gundam, --prompt '<image>\\n<|grounding|>Convert the document to markdown.',\n"
         "greedy, --no-repeat-ngram 20, --max-crops 9, --max-new: the rest of the context (at most 8192).\n"
         "--pdf %s\n",
@@ -196,6 +196,7 @@ int run_ocr(int argc, char** argv) {
 
   models::LoadOptions lo;
   lo.activations = cli::parse_activations(args);
+  const nn::CacheDType cache_dtype = cli::parse_cache_dtype(args);
   const std::string dir = args.required("model");
   const models::DeepSeekOcr<cpu> ocr(io::Checkpoint::open(dir), lo);
   const auto& tok = ocr.tokenizer();
@@ -228,7 +229,7 @@ int run_ocr(int argc, char** argv) {
       throw Error("the prompt of " + names[pi] + " has " + std::to_string(p.ids.size()) + " tokens, the context is " +
                   std::to_string(cfg.max_position_embeddings));
     go.max_new_tokens = args.has("max-new") ? max_new : std::min<int64_t>(room, max_new);
-    auto cache = ocr.make_cache({int64_t(p.ids.size()) + go.max_new_tokens});
+    auto cache = ocr.make_cache({int64_t(p.ids.size()) + go.max_new_tokens, nn::CacheLayout::contiguous, 16, cache_dtype});
     generate::Generator<models::DeepSeekV3<cpu>> gen(ocr.decoder(), cache, go);
     std::optional<tokenizer::Tokenizer::StreamDecoder> stream;
     if (!args.flag("print-ids")) stream.emplace(tok);

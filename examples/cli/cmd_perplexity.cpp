@@ -27,11 +27,11 @@ namespace {
 using namespace deepseek;
 
 int run_perplexity(int argc, char** argv) {
-  cli::Args args(argc, argv, {}, {"model", "text", "window", "max-tokens", "tokenizer", "threads", "activations"});
+  cli::Args args(argc, argv, {}, {"model", "text", "window", "max-tokens", "tokenizer", "threads", "activations", "cache-dtype"});
   if (args.help()) {
     std::printf(
         "usage: deepseek-cli perplexity --model DIR --text FILE [--window 128] [--max-tokens N] [--tokenizer PATH] [--threads N]\n"
-        "         [--activations f32|bf16]\n"
+        "         [--activations f32|bf16] [--cache-dtype bf16|f32]\n"
         "  non-overlapping windows of `window` tokens, each evaluated as [BOS] + window from an empty cache;\n"
         "  prints {\"tokens\":..., \"windows\":..., \"nll\":..., \"perplexity\":...} (nll = mean nats/token)\n");
     return 0;
@@ -43,6 +43,7 @@ int run_perplexity(int argc, char** argv) {
   const int64_t window = args.get_int("window", 128, 1, kMaxPositions);
   const int64_t max_tokens = args.get_int("max-tokens", 0, 0, std::numeric_limits<int64_t>::max());
   const ActivationDType activations = cli::parse_activations(args);
+  const nn::CacheDType cache_dtype = cli::parse_cache_dtype(args);
 
   // The window is checked against the model before any text is read or buffer sized from it.
   auto ckpt = io::Checkpoint::open(dir);
@@ -74,7 +75,7 @@ int run_perplexity(int argc, char** argv) {
     const int64_t T = int64_t(seq.size());
     ++windows;
     if (T < 2) continue;
-    auto cache = model.make_cache({T});
+    auto cache = model.make_cache({T, nn::CacheLayout::contiguous, 16, cache_dtype});
     logits.resize(size_t(T * V));
     model.forward(seq.data(), T, cache, logits.data(), true);
     for (int64_t t = 0; t + 1 < T; ++t) {

@@ -133,8 +133,9 @@ inline ActivationDType parse_activations(const Args& args) {
   throw Error("--activations must be f32 or bf16, got '" + excerpt(a) + "'");
 }
 
-// --cache-dtype f32|bf16 (default f32: exact, what the tests compare with transformers).
-inline nn::CacheDType parse_cache_dtype(const Args& args) { return nn::parse_cache_dtype(args.get("cache-dtype", "f32"), "--cache-dtype"); }
+// --cache-dtype bf16|f32|fp8 (default bf16, as models::CacheOptions; f32 is exact, what the tests
+// compare with transformers; fp8 is FlashMLA's row, MLA models only).
+inline nn::CacheDType parse_cache_dtype(const Args& args) { return nn::parse_cache_dtype(args.get("cache-dtype", "bf16"), "--cache-dtype"); }
 
 using CommandFn = std::function<int(int argc, char** argv)>;
 

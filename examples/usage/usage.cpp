@@ -12,7 +12,7 @@ int main(int argc, char** argv) try {
 
   std::vector<int32_t> prompt;
   for (auto id : tok.encode(argv[2], /*add_bos=*/true)) prompt.push_back(int32_t(id));
-  auto cache = model.make_cache({/*max_tokens=*/512});  // MLA latent cache: kv_lora + rope values per token
+  auto cache = model.make_cache({/*max_tokens=*/512});  // MLA latent cache, bf16: kv_lora + rope values per token
   deepseek::generate::GenerateOptions opts;
   opts.max_new_tokens = 40;  // greedy by default; set opts.sampling for temperature / top-p
   deepseek::generate::Generator<deepseek::models::DeepSeekV3<deepseek::cpu>> gen(model, cache, opts);

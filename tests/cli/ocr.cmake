@@ -1,6 +1,7 @@
 # deepseek-cli ocr on the tiny DeepSeek-OCR checkpoint of tests/reference/make_ocr_model_fixtures.py:
 # greedy ids equal those of the official HF infer() (cli_greedy.txt), --dump-vision equals the decoder's
 # input rows of the official run (checked by test_models "[.ocr_dump]"), and bad inputs fail naming the file.
+# The greedy cases run with the exact f32 cache (the official run's), not the default bf16 one.
 # Included from tests/cli/CMakeLists.txt.
 set(_ocr ${DEEPSEEK_FIXTURES_DIR}/models/ocr_tiny)
 file(STRINGS ${_ocr}/cli_greedy.txt _ocr_lines)
@@ -11,15 +12,15 @@ foreach(_line ${_ocr_lines})
 endforeach()
 
 # The defaults are infer()'s (gundam, the grounding document prompt, no_repeat_ngram 20): the gundam case.
-add_test(NAME cli_ocr_gundam COMMAND deepseek-cli ocr --model ${_ocr} --image ${_ocr}/page.png --max-new 12 --print-ids)
+add_test(NAME cli_ocr_gundam COMMAND deepseek-cli ocr --model ${_ocr} --image ${_ocr}/page.png --max-new 12 --print-ids --cache-dtype f32)
 set_tests_properties(cli_ocr_gundam PROPERTIES PASS_REGULAR_EXPRESSION "(^|\n)${_ocr_ids_gundam}\n" FAIL_REGULAR_EXPRESSION "error:")
 add_test(NAME cli_ocr_base COMMAND deepseek-cli ocr --model ${_ocr} --image ${_ocr}/page.png --mode base --prompt "<image>\nFree OCR."
-                                   --max-new 12 --print-ids --stats)
+                                   --max-new 12 --print-ids --stats --cache-dtype f32)
 set_tests_properties(cli_ocr_base PROPERTIES
   PASS_REGULAR_EXPRESSION "(^|\n)${_ocr_ids_base}\n.*\"vision_tokens\":273,"
   FAIL_REGULAR_EXPRESSION "error:")
 add_test(NAME cli_ocr_tiny COMMAND deepseek-cli ocr --model ${_ocr} --image ${_ocr}/page.png --mode tiny
-                                   --prompt "  <image>\nParse the figure.\n" --max-new 12 --print-ids)
+                                   --prompt "  <image>\nParse the figure.\n" --max-new 12 --print-ids --cache-dtype f32)
 set_tests_properties(cli_ocr_tiny PROPERTIES PASS_REGULAR_EXPRESSION "(^|\n)${_ocr_ids_tiny}\n" FAIL_REGULAR_EXPRESSION "error:")
 
 # --dump-vision, then the rows compared with the official ones by the models test binary.

@@ -142,7 +142,7 @@ TEST_CASE("MTP module matches the PyTorch reference", "[mtp][reference]") {
     const float* ref_z = ref->view("mtp_hidden").data_as<float>();
     const float* ref_l = ref->view("mtp_logits").data_as<float>();
 
-    auto cache = model.make_cache({64});
+    auto cache = model.make_cache(models::CacheOptions::exact(64));
     std::vector<float> hidden(size_t(T * d));
     model.forward(ids.data(), T, cache, nullptr, false, hidden.data());
     for (int64_t t = 0; t < T; ++t) REQUIRE(rel_diff(hidden.data() + t * d, ref_h + t * d, d) < 1e-4);
@@ -203,10 +203,10 @@ TEST_CASE("speculative greedy equals plain greedy on MTP checkpoints", "[mtp][sp
       generate::GenerateOptions o;
       o.max_new_tokens = 24;
       o.stop_at_eos = false;
-      auto c1 = model.make_cache({64});
+      auto c1 = model.make_cache(models::CacheOptions::exact(64));
       generate::Generator<models::DeepSeekV3<cpu>> plain(model, c1, o);
       const auto want = plain.run(prompts[k]);
-      auto c2 = model.make_cache({64});
+      auto c2 = model.make_cache(models::CacheOptions::exact(64));
       generate::SpeculativeGenerator<models::DeepSeekV3<cpu>, models::MtpHead<cpu>> spec(model, mtp, c2, o);
       const auto got = spec.run(prompts[k]);
       REQUIRE(got == want);
@@ -335,9 +335,9 @@ TEST_CASE("speculative greedy on the demo model", "[mtp][speculative][demo]") {
   generate::GenerateOptions o;
   o.max_new_tokens = 48;
   o.stop_at_eos = false;
-  auto c1 = model.make_cache({64});
+  auto c1 = model.make_cache(models::CacheOptions::exact(64));
   generate::Generator<models::DeepSeekV3<cpu>> plain(model, c1, o);
-  auto c2 = model.make_cache({64});
+  auto c2 = model.make_cache(models::CacheOptions::exact(64));
   generate::SpeculativeGenerator<models::DeepSeekV3<cpu>, models::MtpHead<cpu>> spec(model, mtp, c2, o);
   REQUIRE(spec.run(prompt) == plain.run(prompt));
 }

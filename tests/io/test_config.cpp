@@ -106,6 +106,8 @@ TEST_CASE("model sizes of the released configs", "[config][info]") {
   REQUIRE(v32.index_values_per_token_layer == 128);
   REQUIRE(v32.kv_bytes_per_token_bf16 == (576 + 128) * 2 * 61);
   REQUIRE(v32.kv_bytes_per_token_fp8 == (656 + 2 * 128) * 61);  // index key in bf16 after FlashMLA's row
+  REQUIRE(v32.kv_bytes_per_token_fp8_index == (656 + 128 + 4) * 61);  // ... or e4m3 + one scale (FP8 indexer)
+  REQUIRE(v3.kv_bytes_per_token_fp8_index == 0);
   REQUIRE(v3.full_kv_bytes_per_token_bf16 == 2LL * 128 * (192 + 128) * 61);
   REQUIRE(v3.dense_layers == 3);
   REQUIRE(v3.moe_layers == 58);

@@ -53,7 +53,7 @@ inline int32_t argmax(const float* v, int64_t n) { return int32_t(std::max_eleme
 template <class Model>
 std::vector<int32_t> greedy_continuation(const Model& model, const std::vector<int32_t>& prompt, size_t n) {
   const int64_t V = model.config().vocab_size;
-  auto cache = model.make_cache({int64_t(prompt.size() + n)});
+  auto cache = model.make_cache(models::CacheOptions::exact(int64_t(prompt.size() + n)));
   std::vector<float> logits(static_cast<size_t>(V));
   model.forward(prompt.data(), int64_t(prompt.size()), cache, logits.data());
   std::vector<int32_t> out;

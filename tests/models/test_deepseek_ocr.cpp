@@ -87,14 +87,14 @@ TEST_CASE("DeepSeek-OCR matches the official pipeline end to end", "[ocr]") {
       INFO(name << ": vision rows max rel diff " << worst);
       CHECK(worst < 1e-4);
 
-      auto cache = ocr.make_cache({int64_t(p.ids.size()) + 16});
+      auto cache = ocr.make_cache(models::CacheOptions::exact(int64_t(p.ids.size()) + 16));
       std::vector<float> logits(static_cast<size_t>(V));
       ocr.prefill(p, cache, logits.data());
       const double dl = rel_diff(logits.data(), ref->view(name + ".logits").data_as<float>(), V);
       INFO(name << ": last-position logits rel diff " << dl);
       CHECK(dl < 1e-4);
 
-      auto cache2 = ocr.make_cache({int64_t(p.ids.size()) + 16});
+      auto cache2 = ocr.make_cache(models::CacheOptions::exact(int64_t(p.ids.size()) + 16));
       generate::GenerateOptions go;
       go.max_new_tokens = cases().at("max_new").get<int64_t>();
       go.no_repeat_ngram_size = 20;  // what infer() passes

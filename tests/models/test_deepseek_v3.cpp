@@ -43,7 +43,7 @@ TEST_CASE("logits match transformers", "[model][reference]") {
     const int64_t T = int64_t(ref.ids.size()), V = model.config().vocab_size;
     REQUIRE(ref.logits.shape() == Shape{T, V});
     for (auto mode : {nn::MlaMode::naive, nn::MlaMode::tiled, nn::MlaMode::absorbed}) {
-      auto cache = model.make_cache({256});
+      auto cache = model.make_cache(models::CacheOptions::exact(256));
       std::vector<float> logits(size_t(T * V));
       model.forward(ref.ids.data(), T, cache, logits.data(), true, nullptr, mode);
       for (int64_t t = 0; t < T; ++t) {
@@ -63,7 +63,7 @@ TEST_CASE("routing matches transformers", "[model][reference][moe]") {
     // Run layer by layer to get each MoE layer's input, then compare its routing.
     const auto& c = model.config();
     const int64_t T = int64_t(ref.ids.size()), d = c.hidden_size;
-    auto cache = model.make_cache({256});
+    auto cache = model.make_cache(models::CacheOptions::exact(256));
     std::vector<float> h(size_t(T * d)), a(size_t(T * d));
     for (int64_t i = 0; i < T; ++i) backend::cpu::to_f32(model.embedding().slice_rows(ref.ids[size_t(i)], ref.ids[size_t(i)] + 1), h.data() + i * d);
     int checked = 0;
@@ -117,10 +117,10 @@ TEST_CASE("cached decode equals full recompute; paged equals contiguous", "[mode
     auto ref = load_reference(variant);
     const int64_t T = int64_t(ref.ids.size()), V = model.config().vocab_size;
     std::vector<float> full(size_t(T * V));
-    auto c0 = model.make_cache({64});
+    auto c0 = model.make_cache(models::CacheOptions::exact(64));
     model.forward(ref.ids.data(), T, c0, full.data(), true, nullptr, nn::MlaMode::naive);
     for (auto layout : {nn::CacheLayout::contiguous, nn::CacheLayout::paged}) {
-      auto cache = model.make_cache({64, layout, 4});
+      auto cache = model.make_cache(models::CacheOptions::exact(64, layout, 4));
       std::vector<float> row(static_cast<size_t>(V));
       // A prefill of 5, then one token at a time, then a chunk of 3, then the rest one by one.
       int64_t t = 0;
@@ -146,7 +146,7 @@ TEST_CASE("bad input gives clear errors", "[model][malformed]") {
   auto ckpt = io::Checkpoint::open(kModels + "v3_noqlora_f32");
   models::DeepSeekV3<cpu> model(ckpt);
   const int64_t V = model.config().vocab_size;
-  auto cache = model.make_cache({8});
+  auto cache = model.make_cache(models::CacheOptions::exact(8));
   std::vector<float> logits(static_cast<size_t>(V));
   int32_t bad = int32_t(V);
   REQUIRE_THROWS_WITH(model.forward(&bad, 1, cache, logits.data()), Catch::Contains("outside the vocabulary"));
@@ -204,12 +204,12 @@ TEST_CASE("use_mla false: plain multi-head attention layers and their cache", "[
   REQUIRE(c.head_dim == 32);
   REQUIRE_FALSE(model.layer(0).is_mla());
   // K then V of the 2 KV heads, not a latent: 2 * 2 * 32 values per token and layer.
-  REQUIRE(model.make_cache({8}).width() == 128);
+  REQUIRE(model.make_cache(models::CacheOptions::exact(8)).width() == 128);
   REQUIRE_THROWS_WITH(model.layer(0).self_attention(), Catch::Contains("use_mla: false"));
   // The MLA fixtures still have MLA layers.
   models::DeepSeekV3<cpu> mla(io::Checkpoint::open(kModels + "v2_lite_greedy"));
   REQUIRE(mla.layer(0).is_mla());
-  REQUIRE(mla.make_cache({8}).width() == mla.config().kv_lora_rank + mla.config().qk_rope_head_dim);
+  REQUIRE(mla.make_cache(models::CacheOptions::exact(8)).width() == mla.config().kv_lora_rank + mla.config().qk_rope_head_dim);
 }
 
 TEST_CASE("use_mla false with what plain attention does not have gives errors", "[model][mha][malformed]") {
@@ -239,7 +239,7 @@ TEST_CASE("prefill and decode give the same logits for any thread count (experts
     std::vector<std::vector<float>> runs, steps;
     for (int threads : {1, 2, 3}) {
       set_num_threads(threads);
-      auto cache = model.make_cache({64});
+      auto cache = model.make_cache(models::CacheOptions::exact(64));
       runs.emplace_back(size_t(T * V));
       model.forward(ids.data(), T, cache, runs.back().data(), true);
       steps.emplace_back(size_t(V));

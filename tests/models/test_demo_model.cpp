@@ -86,7 +86,7 @@ TEST_CASE("demo model: logits and greedy tokens match transformers", "[demo][mod
     const TensorView ref_logits = d.ref->view(p + "_logits");
     REQUIRE(ref_logits.shape() == Shape{T, V});
     for (auto mode : {nn::MlaMode::naive, nn::MlaMode::tiled, nn::MlaMode::absorbed}) {
-      auto cache = d.model.make_cache({T});
+      auto cache = d.model.make_cache(models::CacheOptions::exact(T));
       std::vector<float> logits(size_t(T * V));
       d.model.forward(ids.data(), T, cache, logits.data(), true, nullptr, mode);
       for (int64_t t = 0; t < T; ++t) {
@@ -95,7 +95,7 @@ TEST_CASE("demo model: logits and greedy tokens match transformers", "[demo][mod
       }
     }
     const auto greedy = ids_of(d.ref->view(p + "_greedy"));
-    auto cache = d.model.make_cache({T + int64_t(greedy.size())});
+    auto cache = d.model.make_cache(models::CacheOptions::exact(T + int64_t(greedy.size())));
     std::vector<float> logits(static_cast<size_t>(V));
     d.model.forward(ids.data(), T, cache, logits.data());
     std::vector<int32_t> out;
@@ -120,7 +120,7 @@ double heldout_perplexity(const models::DeepSeekV3<cpu>& model, const std::vecto
     std::vector<int32_t> seq{bos};
     seq.insert(seq.end(), ids.begin() + long(s), ids.begin() + long(std::min(ids.size(), s + size_t(window))));
     const int64_t T = int64_t(seq.size());
-    auto cache = model.make_cache({T});
+    auto cache = model.make_cache(models::CacheOptions::exact(T));
     std::vector<float> logits(size_t(T * V));
     model.forward(seq.data(), T, cache, logits.data(), true);
     for (int64_t t = 0; t + 1 < T; ++t) {
@@ -165,9 +165,9 @@ TEST_CASE("demo model: bf16 activations stay close to transformers' float32", "[
     const int64_t T = int64_t(ids.size());
     const float* ref = d.ref->view(p + "_logits").data_as<float>();
     std::vector<float> logits(size_t(T * V)), exact(size_t(T * V));
-    auto cache = model.make_cache({T});
+    auto cache = model.make_cache(models::CacheOptions::exact(T));
     model.forward(ids.data(), T, cache, logits.data(), true);
-    auto cache_f32 = d.model.make_cache({T});
+    auto cache_f32 = d.model.make_cache(models::CacheOptions::exact(T));
     d.model.forward(ids.data(), T, cache_f32, exact.data(), true);
     for (int64_t t = 0; t < T; ++t) {
       INFO("prompt " << k << " row " << t);

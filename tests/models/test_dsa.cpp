@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -38,7 +39,7 @@ bool all_finite(const std::vector<float>& v) {
 std::vector<nn::Selection> prompt_selections(const models::DeepSeekV3<cpu>& model, const std::vector<int32_t>& ids,
                                              nn::MlaMode mode = nn::MlaMode::absorbed) {
   const int64_t T = int64_t(ids.size()), d = model.config().hidden_size;
-  auto cache = model.make_cache({std::max<int64_t>(T, 64)});
+  auto cache = model.make_cache(models::CacheOptions::exact(std::max<int64_t>(T, 64)));
   std::vector<float> h(size_t(T * d));
   for (int64_t i = 0; i < T; ++i)
     backend::cpu::to_f32(model.embedding().slice_rows(ids[size_t(i)], ids[size_t(i)] + 1), h.data() + i * d);
@@ -72,7 +73,7 @@ TEST_CASE("V3.2 checkpoints load with their indexer", "[model][dsa]") {
   REQUIRE(c.has_indexer());
   REQUIRE(model.layer(0).self_attention().indexer() != nullptr);
   REQUIRE(model.layer(0).self_attention().indexer()->config().topk == 5);
-  auto cache = model.make_cache({8});
+  auto cache = model.make_cache(models::CacheOptions::exact(8));
   REQUIRE(cache.width() == c.kv_lora_rank + c.qk_rope_head_dim + c.index_head_dim);
 }
 
@@ -85,7 +86,7 @@ TEST_CASE("DSA logits match transformers", "[model][dsa][reference]") {
     REQUIRE(ref.logits.shape() == Shape{T, V});
     for (auto mode : {nn::MlaMode::automatic, nn::MlaMode::naive, nn::MlaMode::absorbed}) {
       for (auto layout : {nn::CacheLayout::contiguous, nn::CacheLayout::paged}) {
-        auto cache = model.make_cache({64, layout, 4});
+        auto cache = model.make_cache(models::CacheOptions::exact(64, layout, 4));
         std::vector<float> logits(size_t(T * V));
         model.forward(ref.ids.data(), T, cache, logits.data(), true, nullptr, mode);
         for (int64_t t = 0; t < T; ++t) {
@@ -141,11 +142,11 @@ TEST_CASE("DSA cached decode equals full recompute; paged equals contiguous", "[
     ids.insert(ids.end(), ref.greedy.begin(), ref.greedy.end());
     const int64_t T = int64_t(ids.size()), V = model.config().vocab_size;
     std::vector<float> full(size_t(T * V));
-    auto c0 = model.make_cache({64});
+    auto c0 = model.make_cache(models::CacheOptions::exact(64));
     model.forward(ids.data(), T, c0, full.data(), true, nullptr, nn::MlaMode::naive);
     for (auto layout : {nn::CacheLayout::contiguous, nn::CacheLayout::paged}) {
       for (int chunked = 0; chunked < 2; ++chunked) {
-        auto cache = model.make_cache({64, layout, 4});
+        auto cache = model.make_cache(models::CacheOptions::exact(64, layout, 4));
         int64_t t = 0;
         auto step = [&](int64_t k) {
           std::vector<float> out(size_t(k * V));
@@ -185,7 +186,7 @@ TEST_CASE("sparse attention never reads unselected rows", "[model][dsa][sparse]"
     for (auto layout : {nn::CacheLayout::contiguous, nn::CacheLayout::paged}) {
       INFO("chunk " << chunk << " layout " << int(layout));
       const int64_t P = T - chunk;
-      auto cache = model.make_cache({64, layout, 4});
+      auto cache = model.make_cache(models::CacheOptions::exact(64, layout, 4));
       model.forward(ref.ids.data(), P, cache, nullptr);
       int64_t poisoned = 0;
       for (int l = 0; l < model.num_layers(); ++l) {
@@ -207,7 +208,7 @@ TEST_CASE("sparse attention never reads unselected rows", "[model][dsa][sparse]"
         REQUIRE(rel_diff(out.data() + i * V, ref.logits.data_as<float>() + (P + i) * V, V) < 1e-4);
       // Control: poisoning one selected row as well reaches the output, so a read of any
       // poisoned row would have shown (the forward stops at the first non-finite layer output).
-      auto cache2 = model.make_cache({64, layout, 4});
+      auto cache2 = model.make_cache(models::CacheOptions::exact(64, layout, 4));
       model.forward(ref.ids.data(), P, cache2, nullptr);
       float* row = cache2.view(0).row(sel[0].row(P)[0]);
       std::fill(row, row + W, std::numeric_limits<float>::quiet_NaN());
@@ -259,14 +260,14 @@ TEST_CASE("FP8 indexer selections match the official FP8 path", "[model][dsa][fp
   const auto want = ref.file->view("fp8_logits");
   REQUIRE(want.shape() == Shape{T, V});
   std::vector<float> logits(size_t(T * V));
-  auto cache = fp8.make_cache({T});
+  auto cache = fp8.make_cache(models::CacheOptions::exact(T));
   fp8.forward(ids.data(), T, cache, logits.data(), true);
   for (int64_t t = 0; t < T; ++t) {
     INFO("row " << t);
     REQUIRE(rel_diff(logits.data() + t * V, want.data_as<float>() + t * V, V) < 1e-4);
   }
   const int64_t P = int64_t(ref.ids.size());
-  auto c2 = fp8.make_cache({T, nn::CacheLayout::paged, 4});
+  auto c2 = fp8.make_cache(models::CacheOptions::exact(T, nn::CacheLayout::paged, 4));
   fp8.forward(ids.data(), P, c2, logits.data(), true);
   for (int64_t t = P; t < T; ++t) {
     INFO("decode position " << t);
@@ -278,11 +279,48 @@ TEST_CASE("FP8 indexer selections match the official FP8 path", "[model][dsa][fp
     INFO("variant " << v);
     models::DeepSeekV3<cpu> m(io::Checkpoint::open(kModels + v), o);
     auto r = load_reference(v);
-    auto c = m.make_cache({64});
+    auto c = m.make_cache(models::CacheOptions::exact(64));
     std::vector<float> out(size_t(m.config().vocab_size));
     m.forward(r.ids.data(), int64_t(r.ids.size()), c, out.data());
     REQUIRE(all_finite(out));
   }
+}
+
+// Under the FP8 indexer an FP8 cache keeps the index key as e4m3 + its scale (kv_cache.hpp): the
+// keys read back equal, bit for bit, what an f32 cache holds, and so do the selections. The
+// indexer of v32_dsa_fp8_indexer (index_head_dim 128) runs on random inputs over rows whose
+// latent part (128 values, FP8 in blocks of 128) is unused here (tests/nn/test_kv_cache.cpp covers
+// keys under act_quant's 1e-4 floor, which LayerNorm'd keys never reach).
+TEST_CASE("FP8 indexer: an FP8 cache stores its index keys exactly", "[model][dsa][fp8][cache]") {
+  models::LoadOptions o;
+  o.indexer_precision = nn::IndexerPrecision::fp8_hadamard;
+  models::DeepSeekV3<cpu> fp8(io::Checkpoint::open(kModels + "v32_dsa_fp8_indexer"), o);
+  const auto* indexer = fp8.layer(0).self_attention().indexer();
+  REQUIRE(indexer != nullptr);
+  const auto& c = fp8.config();
+  const int64_t n = 40, D = c.index_head_dim, lora = 128, W = lora + D;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(size_t(n * c.hidden_size)), cq(size_t(n * c.q_lora_rank));
+  for (auto& v : x) v = nd(rng);
+  for (auto& v : cq) v = nd(rng);
+  nn::KvCache c32(1, W, n), c8(1, W, n, nn::CacheLayout::paged, 4, nn::CacheDType::fp8_e4m3, lora, D);
+  REQUIRE(c8.row_bytes() == lora + 4 + D + 4);
+  nn::Selection s32, s8;
+  indexer->forward(x.data(), cq.data(), n, 0, c32.view(0), lora, s32);
+  indexer->forward(x.data(), cq.data(), n, 0, c8.view(0), lora, s8);
+  std::vector<float> k32(static_cast<size_t>(D)), k8(static_cast<size_t>(D));
+  for (int64_t t = 0; t < n; ++t) {
+    INFO("position " << t);
+    c32.view(0).load(t, lora, k32.data(), D);
+    c8.view(0).load(t, lora, k8.data(), D);
+    REQUIRE(k8 == k32);
+  }
+  REQUIRE(s8.idx == s32.idx);
+  REQUIRE(s8.count == s32.count);
+  // The V3.2 row: 656 bytes of FlashMLA's layout + 128 e4m3 + one scale, against 912 with a bf16 key.
+  REQUIRE(nn::cache_row_bytes(nn::CacheDType::fp8_e4m3, 512 + 64 + 128, 512, 128) == 788);
+  REQUIRE(nn::cache_row_bytes(nn::CacheDType::fp8_e4m3, 512 + 64 + 128, 512) == 912);
 }
 
 // Long contexts: the prompt in every order and layout, then the greedy tokens decoded one at a time
@@ -323,7 +361,7 @@ TEST_CASE("long context: multi-block sparse and dense attention match transforme
     for (auto mode : {nn::MlaMode::automatic, nn::MlaMode::naive, nn::MlaMode::absorbed}) {
       for (auto layout : {nn::CacheLayout::contiguous, nn::CacheLayout::paged}) {
         if (mode == nn::MlaMode::naive && layout == nn::CacheLayout::paged) continue;
-        auto cache = model.make_cache({T, layout, 16});
+        auto cache = model.make_cache(models::CacheOptions::exact(T, layout, 16));
         std::vector<float> logits(size_t(P * V));
         model.forward(ids.data(), P, cache, logits.data(), true, nullptr, mode);
         for (int64_t t = 0; t < P; ++t) {

@@ -136,8 +136,7 @@ TEST_CASE("bf16 cache: greedy ids equal transformers' where the top-2 margin all
     models::DeepSeekV3<cpu> model(ckpt);
     auto ref = load_reference(variant);
     const int64_t V = model.config().vocab_size;
-    models::CacheOptions o;
-    o.max_tokens = int64_t(ref.ids.size() + ref.greedy.size());
+    auto o = models::CacheOptions::exact(int64_t(ref.ids.size() + ref.greedy.size()));
     auto c32 = model.make_cache(o);
     o.dtype = nn::CacheDType::bf16;
     auto c16 = model.make_cache(o);
@@ -219,9 +218,7 @@ TEST_CASE("tiled order and chunked prefill equal the naive order", "[model][pref
         }
       }
       // the last-row-only path of a chunked prompt: logits of the final chunk's last row
-      models::CacheOptions o;
-      o.max_tokens = T;
-      auto cache = model.make_cache(o);
+      auto cache = model.make_cache(models::CacheOptions::exact(T));
       std::vector<float> last(static_cast<size_t>(V));
       model.forward(ref.ids.data(), T, cache, last.data());
       REQUIRE(rel_diff(last.data(), naive.data() + (T - 1) * V, V) < 1e-5);
@@ -235,9 +232,12 @@ TEST_CASE("prefill_chunk and cache dtype are checked", "[model][errors]") {
   models::LoadOptions lo;
   lo.prefill_chunk = -1;
   models::DeepSeekV3<cpu> model(ckpt, lo);
-  auto cache = model.make_cache({8});
+  auto cache = model.make_cache(models::CacheOptions::exact(8));
   const int32_t id = 1;
   REQUIRE_THROWS_WITH(model.forward(&id, 1, cache, nullptr), Catch::Contains("prefill_chunk"));
   REQUIRE_THROWS_WITH(nn::parse_cache_dtype("fp16", "--cache-dtype"), Catch::Contains("--cache-dtype") && Catch::Contains("fp16"));
   REQUIRE(nn::parse_cache_dtype("bf16") == nn::CacheDType::bf16);
+  // the default cache of a model is bf16 (1,152 bytes per token and layer at V3 shapes); exact() is f32
+  REQUIRE(model.make_cache({8}).dtype() == nn::CacheDType::bf16);
+  REQUIRE(model.make_cache(models::CacheOptions::exact(8)).dtype() == nn::CacheDType::f32);
 }

@@ -126,14 +126,14 @@ TEST_CASE("a 16K-token prefill stays within a memory bound the naive order excee
     models::LoadOptions lo;
     lo.prefill_chunk = 4096;
     models::DeepSeekV3<cpu> model(ckpt, lo);
-    auto cache = model.make_cache({4096});
+    auto cache = model.make_cache(models::CacheOptions::exact(4096));
     const int64_t peak = peak_during([&] { model.forward(ids.data(), 4096, cache, logits.data(), false, nullptr, nn::MlaMode::naive); });
     WARN("naive order, 4096 tokens in one chunk: peak " << peak << " bytes above the cache (expansion alone " << naive_bytes(4096) << ")");
     REQUIRE(peak >= naive_bytes(4096));
   }
   // The default: chunked prefill with the tiled order.
   models::DeepSeekV3<cpu> model(ckpt);
-  auto cache = model.make_cache({T});
+  auto cache = model.make_cache(models::CacheOptions::exact(T));
   const int64_t peak = peak_during([&] { model.forward(ids.data(), T, cache, logits.data()); });
   WARN("default prefill, " << T << " tokens: peak " << peak << " bytes above the cache; the naive order's expansion alone: "
                            << naive_bytes(T) << " bytes");

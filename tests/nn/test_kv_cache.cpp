@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -103,6 +104,63 @@ TEST_CASE("attention over FP8 rows equals attention over their dequantized value
   backend::cpu::latent_attention(qa.data(), 1, H, lora, rope, 0.1f, {p8.data(), 0, &len, RowFormat::fp8, lora}, o8.data());
   backend::cpu::latent_attention(qa.data(), 1, H, lora, rope, 0.1f, {p32.data(), 0, &len, RowFormat::f32, 0}, o32.data());
   for (size_t i = 0; i < o8.size(); ++i) REQUIRE(o8[i] == Approx(o32[i]).margin(1e-6));
+}
+
+// The FP8 index key (V3.2's FP8 indexer): values already rounded by act_quant's rule (e4m3 times
+// 2^ceil(log2(max(amax, 1e-4) / 448)), as nn/dsa.hpp's fp8_hadamard leaves them) come back bit for
+// bit; blocks of every magnitude, tiny ones under the 1e-4 floor included, a partial second block
+// (D = 160), contiguous and paged. Unrounded values come back within e4m3's half ulp (2^-4).
+TEST_CASE("KV cache: the FP8 index key stores act_quant-rounded keys exactly", "[nn][cache][fp8]") {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (int64_t D : {128, 160})
+    for (auto layout : {nn::CacheLayout::contiguous, nn::CacheLayout::paged}) {
+      const int64_t lora = 128, rope = 16, W = lora + rope + D, T = 24;
+      nn::KvCache c(1, W, T, layout, 8, nn::CacheDType::fp8_e4m3, lora, D);
+      REQUIRE(c.row_bytes() == lora + 4 + 2 * rope + D + 4 * ((D + 127) / 128));
+      auto v = c.view(0);
+      std::vector<std::vector<float>> want(static_cast<size_t>(T));
+      for (int64_t t = 0; t < T; ++t) {
+        std::vector<float> row(static_cast<size_t>(W));
+        for (auto& e : row) e = nd(rng);
+        const float mag = std::ldexp(1.0f, int(t % 12) * 3 - 24);  // 2^-24 .. 2^9: under the floor and far above
+        for (int64_t b0 = lora + rope; b0 < W; b0 += 128) {
+          const int64_t b1 = std::min(W, b0 + 128);
+          float amax = 0;
+          for (int64_t i = b0; i < b1; ++i) amax = std::max(amax, std::fabs(row[size_t(i)] *= mag));
+          const float sc = pow2_ceil(std::max(amax, 1e-4f) / 448.0f);
+          for (int64_t i = b0; i < b1; ++i)
+            row[size_t(i)] = f8_e4m3_to_f32(f32_to_f8_e4m3(std::clamp(row[size_t(i)] / sc, -448.0f, 448.0f))) * sc;
+        }
+        v.store(t, 0, row.data(), W);
+        want[size_t(t)] = row;
+      }
+      for (int64_t t = 0; t < T; ++t) {
+        INFO("D " << D << " position " << t << " layout " << int(layout));
+        std::vector<float> got(static_cast<size_t>(D));
+        v.load(t, lora + rope, got.data(), D);
+        REQUIRE(std::equal(got.begin(), got.end(), want[size_t(t)].begin() + lora + rope));
+        // the same values through the address the indexer reads: e4m3 bytes, then the scales
+        const uint8_t* k = static_cast<const uint8_t*>(v.values_at(t, lora + rope));
+        float s0;
+        std::memcpy(&s0, k + D, 4);
+        REQUIRE(f8_e4m3_to_f32(k[1]) * s0 == got[1]);
+        // k_pe, between the two FP8 parts, is still bf16
+        v.load(t, lora, got.data(), rope);
+        for (int64_t i = 0; i < rope; ++i) REQUIRE(got[size_t(i)] == bf16_to_f32(f32_to_bf16(want[size_t(t)][size_t(lora + i)])));
+      }
+      // unrounded values: within half an e4m3 ulp of their block's scale
+      std::vector<float> raw(static_cast<size_t>(W)), back(static_cast<size_t>(D));
+      for (auto& e : raw) e = nd(rng);
+      v.store(0, 0, raw.data(), W);
+      v.load(0, lora + rope, back.data(), D);
+      for (int64_t i = 0; i < D; ++i) REQUIRE(back[size_t(i)] == Approx(raw[size_t(lora + rope + i)]).epsilon(0.0625).margin(1e-3));
+      // the key is written whole
+      REQUIRE_THROWS_WITH(v.store(1, lora + rope + 1, raw.data(), D - 1), Catch::Contains("written whole"));
+      REQUIRE_THROWS_WITH(v.store(1, lora + rope, raw.data(), D - 4), Catch::Contains("written whole"));
+    }
+  REQUIRE_THROWS_WITH(nn::KvCache(1, 128 + 16 + 6, 4, nn::CacheLayout::contiguous, 16, nn::CacheDType::fp8_e4m3, 128, 6),
+                      Catch::Contains("FP8 index key of 6 values"));
 }
 
 TEST_CASE("KV cache dtype errors", "[nn][cache][errors]") {

@@ -33,9 +33,16 @@ struct CacheOptions {
   int64_t max_tokens = 4096;
   nn::CacheLayout layout = nn::CacheLayout::contiguous;
   int64_t block_size = 16;
-  // f32: exact (what the transformers fixtures are checked with); bf16: half the bytes, each
-  // cached value rounded once; fp8_e4m3: FlashMLA's 656-byte layout, MLA only (kv_cache.hpp).
-  nn::CacheDType dtype = nn::CacheDType::f32;
+  // bf16 (the default): half the bytes of f32, each cached value rounded once (logits move by
+  // ~1e-2 relative on the fixtures, tests/models/test_long_context.cpp); f32: exact, what the
+  // transformers fixtures are checked with (CacheOptions::exact); fp8_e4m3: FlashMLA's 656-byte
+  // layout, MLA only (kv_cache.hpp).
+  nn::CacheDType dtype = nn::CacheDType::bf16;
+
+  // An f32 cache: the model's outputs then equal transformers' to float rounding.
+  static CacheOptions exact(int64_t max_tokens, nn::CacheLayout layout = nn::CacheLayout::contiguous, int64_t block_size = 16) {
+    return {max_tokens, layout, block_size, nn::CacheDType::f32};
+  }
 };
 
 struct LoadOptions {
@@ -99,10 +106,15 @@ class DeepSeekV3 {
     if (o.dtype == nn::CacheDType::fp8_e4m3 && !c_.use_mla)
       throw Error("an FP8 KV cache quantizes the MLA latent; this model uses plain multi-head attention (use_mla false): use f32 or bf16",
                   in_file(ckpt_->dir()));
-    const int64_t fp8_values = o.dtype == nn::CacheDType::fp8_e4m3 ? c_.kv_lora_rank : 0;
-    check_fits_in_memory(double(c_.num_hidden_layers) * double(nn::cache_row_bytes(o.dtype, width, fp8_values)) * double(o.max_tokens),
-                         "a KV cache of " + std::to_string(o.max_tokens) + " tokens");
-    return nn::KvCache(c_.num_hidden_layers, width, o.max_tokens, o.layout, o.block_size, o.dtype, fp8_values);
+    const bool fp8 = o.dtype == nn::CacheDType::fp8_e4m3;
+    const int64_t fp8_values = fp8 ? c_.kv_lora_rank : 0;
+    // V3.2 under the FP8 indexer: its keys are already e4m3 values, cached as such (kv_cache.hpp).
+    const int64_t index_fp8 =
+        fp8 && c_.has_indexer() && opts_.indexer_precision == nn::IndexerPrecision::fp8_hadamard ? c_.index_head_dim : 0;
+    check_fits_in_memory(
+        double(c_.num_hidden_layers) * double(nn::cache_row_bytes(o.dtype, width, fp8_values, index_fp8)) * double(o.max_tokens),
+        "a KV cache of " + std::to_string(o.max_tokens) + " tokens");
+    return nn::KvCache(c_.num_hidden_layers, width, o.max_tokens, o.layout, o.block_size, o.dtype, fp8_values, index_fp8);
   }
 
   // Runs ids[0:n) at positions cache.size() .. and appends them to the cache.

@@ -35,6 +35,7 @@ struct ModelInfo {
   int64_t kv_bytes_per_token_bf16 = 0;         // over all main layers, with a bf16 cache (CacheDType::bf16)
   int64_t kv_bytes_per_token_f32 = 0;          // ... with an f32 cache (CacheDType::f32, the exact one)
   int64_t kv_bytes_per_token_fp8 = 0;          // ... FP8 (FlashMLA's layout; 0: not available, plain attention)
+  int64_t kv_bytes_per_token_fp8_index = 0;    // ... FP8 with V3.2's index key in e4m3 too (the FP8 indexer; 0: no indexer)
   int64_t full_kv_bytes_per_token_bf16 = 0;
 };
 
@@ -107,6 +108,10 @@ inline ModelInfo model_info(const io::ModelConfig& c) {
   if (c.use_mla && c.kv_lora_rank > 0 && c.kv_lora_rank % nn::kFp8CacheBlock == 0)
     m.kv_bytes_per_token_fp8 =
         nn::cache_row_bytes(nn::CacheDType::fp8_e4m3, m.kv_values_per_token_layer, c.kv_lora_rank) * c.num_hidden_layers;
+  if (m.kv_bytes_per_token_fp8 && m.index_values_per_token_layer)
+    m.kv_bytes_per_token_fp8_index = nn::cache_row_bytes(nn::CacheDType::fp8_e4m3, m.kv_values_per_token_layer, c.kv_lora_rank,
+                                                         m.index_values_per_token_layer) *
+                                     c.num_hidden_layers;
   m.full_kv_bytes_per_token_bf16 = 2 * m.full_kv_values_per_token_layer * c.num_hidden_layers;
   return m;
 }

@@ -112,6 +112,9 @@ class Indexer {
     sel.idx.assign(size_t(n * c_.topk), -1);
     sel.count.assign(size_t(n), 0);
     const float scale = 1.0f / std::sqrt(float(D));
+    const auto key_format = cache.dtype == CacheDType::f32 ? Ops::KeyFormat::f32
+                            : cache.index_fp8 > 0          ? Ops::KeyFormat::fp8
+                                                           : Ops::KeyFormat::bf16;
     std::vector<float> score;
     std::vector<const void*> keys;
     std::vector<int32_t> order;
@@ -128,7 +131,7 @@ class Indexer {
       score.resize(size_t(len));
       if (keys.empty())  // the key addresses of rows [0, p0 + n), gathered once for every query
         for (int64_t t = 0; t < p0 + n; ++t) keys.push_back(cache.values_at(t, col));
-      Ops::indexer_scores(qs, ws, H, D, scale, keys.data(), cache.dtype != CacheDType::f32, len, score.data());
+      Ops::indexer_scores(qs, ws, H, D, scale, keys.data(), key_format, len, score.data());
       order.resize(size_t(len));
       for (int64_t t = 0; t < len; ++t) order[size_t(t)] = int32_t(t);
       auto before = [&](int32_t a, int32_t b) {

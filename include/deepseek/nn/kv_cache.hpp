@@ -16,6 +16,15 @@
 //              then the block scales as 4 f32; then the rest (k_pe, V3.2's index key) as bf16:
 //                [512 x e4m3][4 x f32 scale][64 x bf16 k_pe][index key x bf16]
 //              MLA only (plain attention's K/V rows have no latent to quantize)
+//              With V3.2's FP8 indexer (IndexerPrecision::fp8_hadamard) the last index_fp8
+//              values (the index key, index_head_dim = 128) are FP8 too, as the official
+//              inference code caches them (k_cache e4m3 + k_scale_cache): 788 bytes, not 912:
+//                [512 x e4m3][4 x f32][64 x bf16 k_pe][128 x e4m3 index key][1 x f32 scale]
+//              Their scale is the indexer's act_quant rule, 2^ceil(log2(max(amax, 1e-4) / 448)),
+//              not FlashMLA's (whose 1e-4 floor on amax / 448 would coarsen small keys); the
+//              indexer stores keys it has already rounded that way, so storing them is exact:
+//              such a block's amax is c_max s with c_max in [224, 448] (or under the floor), so
+//              the scale found again is s or s / 2, and every c s / (s / 2) = 2c is an e4m3 value.
 //
 // CacheView is what attention kernels read: row_data(pos) is the address of one token's values in
 // one layer (row_bytes() apart; dtype says how to read them). Contiguous: base + pos * row_bytes.
@@ -44,11 +53,15 @@ inline constexpr int64_t kFp8CacheBlock = 128;  // values per FP8 scale
 inline const char* cache_dtype_name(CacheDType d) {
   return d == CacheDType::f32 ? "f32" : d == CacheDType::bf16 ? "bf16" : "fp8";
 }
-// Bytes of a row of `width` values whose first `fp8_values` are quantized (fp8_e4m3 only).
-inline int64_t cache_row_bytes(CacheDType d, int64_t width, int64_t fp8_values) {
+// f32 scales of an FP8 segment of n values (one per 128, the last block possibly shorter).
+inline int64_t fp8_scale_count(int64_t n) { return (n + kFp8CacheBlock - 1) / kFp8CacheBlock; }
+// Bytes of a row of `width` values whose first `fp8_values` and last `index_fp8` are quantized
+// (fp8_e4m3 only; the values between them are bf16).
+inline int64_t cache_row_bytes(CacheDType d, int64_t width, int64_t fp8_values, int64_t index_fp8 = 0) {
   if (d == CacheDType::f32) return 4 * width;
   if (d == CacheDType::bf16) return 2 * width;
-  return fp8_values + 4 * (fp8_values / kFp8CacheBlock) + 2 * (width - fp8_values);
+  return fp8_values + 4 * fp8_scale_count(fp8_values) + 2 * (width - fp8_values - index_fp8) + index_fp8 +
+         4 * fp8_scale_count(index_fp8);
 }
 // "f32" / "bf16" / "fp8" -> the dtype; anything else is an error naming `what` (a CLI option, a field).
 inline CacheDType parse_cache_dtype(const std::string& s, const std::string& what = "cache dtype") {
@@ -61,6 +74,8 @@ inline CacheDType parse_cache_dtype(const std::string& s, const std::string& wha
 namespace detail {
 // FlashMLA's scale of one block: 2^ceil(log2(max(amax / 448, 1e-4))), the ceiling taken exactly.
 inline float fp8_block_scale(float amax) { return pow2_ceil(std::max(amax / 448.0f, 1e-4f)); }
+// The DSA indexer's (V3.2 kernel.py act_quant, ue8m0): 2^ceil(log2(max(amax, 1e-4) / 448)).
+inline float fp8_index_scale(float amax) { return pow2_ceil(std::max(amax, 1e-4f) / 448.0f); }
 }  // namespace detail
 
 struct CacheView {
@@ -70,8 +85,9 @@ struct CacheView {
   const int32_t* block_table = nullptr;
   CacheDType dtype = CacheDType::f32;
   int64_t fp8_values = 0;         // fp8_e4m3: the quantized prefix (kv_lora_rank), a multiple of 128
+  int64_t index_fp8 = 0;          // fp8_e4m3: the quantized suffix (V3.2's FP8 index key), or 0
 
-  int64_t row_bytes() const { return cache_row_bytes(dtype, width, fp8_values); }
+  int64_t row_bytes() const { return cache_row_bytes(dtype, width, fp8_values, index_fp8); }
   uint8_t* row_data(int64_t pos) const {
     if (block_size == 0) return base + pos * row_bytes();
     return base + (int64_t(block_table[pos / block_size]) * block_size + pos % block_size) * row_bytes();
@@ -80,10 +96,12 @@ struct CacheView {
   float* row(int64_t pos) const { return reinterpret_cast<float*>(row_data(pos)); }
 
   // The address of column col of row pos, for a column outside the FP8 prefix: its values are f32
-  // in an f32 cache and bf16 otherwise (what the indexer's key loop reads in place).
+  // in an f32 cache; in the FP8 suffix (col = its first column), e4m3 bytes followed by their f32
+  // scales; bf16 otherwise (what the indexer's key loop reads in place).
   const void* values_at(int64_t pos, int64_t col) const {
     const uint8_t* r = row_data(pos);
     if (dtype == CacheDType::f32) return r + col * 4;
+    if (col >= suffix_start()) return r + suffix_offset() + (col - suffix_start());
     return r + tail_offset() + 2 * (col - bf16_start());
   }
 
@@ -110,6 +128,23 @@ struct CacheView {
         for (int64_t j = 0; j < kFp8CacheBlock; ++j) r[b0 + j] = f32_to_f8_e4m3(v[b0 - col + j] / s);
       }
       i = std::max<int64_t>(0, end - col);
+      if (col + n > suffix_start()) {
+        if (col + i > suffix_start() || col + n != width)
+          throw Error("the FP8 index key of a KV cache row is written whole (columns " + std::to_string(suffix_start()) + " .. " +
+                      std::to_string(width) + ")");
+        const int64_t j0 = suffix_start() - col;  // v[j0 ..) is the suffix
+        uint8_t* q = r + suffix_offset();
+        float* qs = reinterpret_cast<float*>(q + index_fp8);
+        for (int64_t b0 = 0; b0 < index_fp8; b0 += kFp8CacheBlock) {
+          const int64_t b1 = std::min(index_fp8, b0 + kFp8CacheBlock);
+          float amax = 0;
+          for (int64_t j = b0; j < b1; ++j) amax = std::max(amax, std::fabs(v[j0 + j]));
+          const float sc = detail::fp8_index_scale(amax);
+          qs[b0 / kFp8CacheBlock] = sc;
+          for (int64_t j = b0; j < b1; ++j) q[j] = f32_to_f8_e4m3(std::clamp(v[j0 + j] / sc, -448.0f, 448.0f));
+        }
+        n = j0;
+      }
     }
     uint16_t* h = reinterpret_cast<uint16_t*>(r + tail_offset());
     for (; i < n; ++i) h[col + i - bf16_start()] = f32_to_bf16(v[i]);
@@ -125,6 +160,13 @@ struct CacheView {
     if (dtype == CacheDType::fp8_e4m3) {
       const float* scales = reinterpret_cast<const float*>(r + fp8_values);
       for (; i < n && col + i < fp8_values; ++i) out[i] = f8_e4m3_to_f32(r[col + i]) * scales[(col + i) / kFp8CacheBlock];
+      const uint8_t* q = r + suffix_offset();
+      const float* qs = reinterpret_cast<const float*>(q + index_fp8);
+      for (int64_t j = std::max(i, suffix_start() - col); j < n; ++j) {
+        const int64_t k = col + j - suffix_start();
+        out[j] = f8_e4m3_to_f32(q[k]) * qs[k / kFp8CacheBlock];
+      }
+      n = std::min(n, std::max(i, suffix_start() - col));
     }
     const uint16_t* h = reinterpret_cast<const uint16_t*>(r + tail_offset());
     for (; i < n; ++i) out[i] = bf16_to_f32(h[col + i - bf16_start()]);
@@ -134,6 +176,9 @@ struct CacheView {
   // The bf16 part of a row: all of it (bf16) or what follows the FP8 values and scales.
   int64_t bf16_start() const { return dtype == CacheDType::fp8_e4m3 ? fp8_values : 0; }
   int64_t tail_offset() const { return dtype == CacheDType::fp8_e4m3 ? fp8_values + 4 * (fp8_values / kFp8CacheBlock) : 0; }
+  // The FP8 suffix: its first column and byte offset (width and the row's end when there is none).
+  int64_t suffix_start() const { return width - (dtype == CacheDType::fp8_e4m3 ? index_fp8 : 0); }
+  int64_t suffix_offset() const { return tail_offset() + 2 * (suffix_start() - bf16_start()); }
 };
 
 enum class CacheLayout { contiguous, paged };
@@ -144,17 +189,25 @@ class KvCache {
   // Storage for `capacity` tokens of `num_layers` layers, `width` values each. A paged cache takes
   // physical blocks from its pool in reverse order, so logical and physical order differ (the
   // tests rely on that to show paging is honoured).
-  // An FP8 cache quantizes the first fp8_values of each row (kv_lora_rank: a multiple of 128).
+  // An FP8 cache quantizes the first fp8_values of each row (kv_lora_rank: a multiple of 128) and,
+  // with index_fp8 > 0, the last index_fp8 (V3.2's index key under the FP8 indexer).
   KvCache(int num_layers, int64_t width, int64_t capacity, CacheLayout layout = CacheLayout::contiguous,
-          int64_t block_size = 16, CacheDType dtype = CacheDType::f32, int64_t fp8_values = 0)
+          int64_t block_size = 16, CacheDType dtype = CacheDType::f32, int64_t fp8_values = 0, int64_t index_fp8 = 0)
       : num_layers_(num_layers), width_(width), capacity_(capacity), layout_(layout),
         block_size_(layout == CacheLayout::paged ? block_size : 0), dtype_(dtype),
-        fp8_values_(dtype == CacheDType::fp8_e4m3 ? fp8_values : 0) {
+        fp8_values_(dtype == CacheDType::fp8_e4m3 ? fp8_values : 0), index_fp8_(dtype == CacheDType::fp8_e4m3 ? index_fp8 : 0) {
     if (capacity < 1) throw Error("KV cache capacity must be at least 1 token");
     if (dtype == CacheDType::fp8_e4m3 && (fp8_values < kFp8CacheBlock || fp8_values % kFp8CacheBlock != 0 || fp8_values > width))
       throw Error("an FP8 KV cache quantizes the MLA latent in blocks of 128 values: kv_lora_rank " +
                   std::to_string(fp8_values) + " is not a positive multiple of 128 within the row of " + std::to_string(width));
-    const int64_t row_bytes = cache_row_bytes(dtype, width, fp8_values_);
+    // The suffix's scales must stay 4-byte aligned: the bf16 part before it and the suffix itself
+    // are whole multiples of 4 bytes.
+    if (index_fp8 != 0 && (dtype != CacheDType::fp8_e4m3 || index_fp8 < 0 || index_fp8 % 4 != 0 ||
+                           fp8_values_ + index_fp8 > width || (width - fp8_values_ - index_fp8) % 2 != 0))
+      throw Error("an FP8 index key of " + std::to_string(index_fp8) + " values does not fit the KV cache row of " +
+                  std::to_string(width) + " (it needs an FP8 cache, a multiple of 4 values after kv_lora_rank " +
+                  std::to_string(fp8_values) + " and an even bf16 part)");
+    const int64_t row_bytes = cache_row_bytes(dtype, width, fp8_values_, index_fp8_);
     if (layout == CacheLayout::paged) {
       if (block_size < 1) throw Error("paged KV cache needs block_size >= 1");
       const int64_t blocks = (capacity + block_size - 1) / block_size;
@@ -172,7 +225,8 @@ class KvCache {
   int64_t capacity() const { return capacity_; }
   CacheLayout layout() const { return layout_; }
   CacheDType dtype() const { return dtype_; }
-  int64_t row_bytes() const { return cache_row_bytes(dtype_, width_, fp8_values_); }
+  int64_t row_bytes() const { return cache_row_bytes(dtype_, width_, fp8_values_, index_fp8_); }
+  int64_t index_fp8() const { return index_fp8_; }
   int64_t bytes() const { return per_layer_ * num_layers_; }
   int64_t size() const { return size_; }  // tokens stored
   // Sets the number of valid tokens: shrink to roll back rejected speculative tokens; the model
@@ -186,7 +240,7 @@ class KvCache {
 
   CacheView view(int layer) {
     return CacheView{reinterpret_cast<uint8_t*>(storage_.data()) + int64_t(layer) * per_layer_, width_, block_size_,
-                     table_.empty() ? nullptr : table_.data(), dtype_, fp8_values_};
+                     table_.empty() ? nullptr : table_.data(), dtype_, fp8_values_, index_fp8_};
   }
 
  private:
@@ -195,7 +249,7 @@ class KvCache {
   CacheLayout layout_ = CacheLayout::contiguous;
   int64_t block_size_ = 0, per_layer_ = 0, size_ = 0;
   CacheDType dtype_ = CacheDType::f32;
-  int64_t fp8_values_ = 0;
+  int64_t fp8_values_ = 0, index_fp8_ = 0;
   std::vector<int32_t> table_;
   std::vector<float> storage_;
 };

@@ -22,7 +22,10 @@
 // `automatic` takes the smaller: absorbed for decode and short chunks, tiled for prefill (from an
 // empty cache tiled always wins: n = T makes the first terms equal and qk + v < 2 lora + rope).
 // With V3 shapes tiled wins from about n = 170 queries a chunk at any context.
-// The cache holds kv_lora + rope values per token, f32 or bf16 (see kv_cache.hpp). scale: rope.hpp.
+// The cache holds kv_lora + rope values per token, bf16 (default), f32 or FP8 (see kv_cache.hpp).
+// With bf16 activations (the projections' inputs rounded to bf16) the absorbed order over a bf16
+// cache rounds q~ and the softmax weights too and multiplies the rows natively on AVX512-BF16
+// (LatentRows::bf16_products): the attention FLOPs then run at the bf16 rate. scale: rope.hpp.
 // DSA (V3.2, self_attn.indexer.*, dsa.hpp): an Indexer picks index_topk positions per query and
 // attention runs over those rows only. The cache row then holds [c_kv ; k_pe ; index key] (kv_lora
 // + rope + index_head_dim values), so one block table pages both. Sparse orders:
@@ -264,6 +267,10 @@ class Mla {
     });
   }
 
+  // bf16 activations (LoadOptions::activations) round the inputs of every product to bf16: with a
+  // bf16 cache that includes attention's q~ and p, so the cached rows multiply natively.
+  bool bf16_products() const { return kv_b_proj_.activations == ActivationDType::bf16; }
+
   static auto row_format(const CacheView& c) {
     using F = typename backend::Ops<B>::RowFormat;
     return c.dtype == CacheDType::f32 ? F::f32 : c.dtype == CacheDType::bf16 ? F::bf16 : F::fp8;
@@ -279,7 +286,7 @@ class Mla {
     for (int64_t t = 0; t < T; ++t) rows[size_t(t)] = cache.row_data(t);
     std::vector<int32_t> len(static_cast<size_t>(n));
     for (int64_t s = 0; s < n; ++s) len[size_t(s)] = int32_t(p0 + s + 1);
-    const typename Ops::LatentRows r{rows.data(), 0, len.data(), row_format(cache), cache.fp8_values};
+    const typename Ops::LatentRows r{rows.data(), 0, len.data(), row_format(cache), cache.fp8_values, bf16_products()};
     Ops::latent_attention(qa.data(), n, H, lora, c_.qk_rope_head_dim, float(scale_), r, ot.data());
     unabsorb_outputs(ot.data(), n, o);
   }
@@ -294,7 +301,7 @@ class Mla {
     std::vector<const void*> rows(static_cast<size_t>(n * sel.k));
     for (int64_t s = 0; s < n; ++s)
       for (int64_t j = 0; j < sel.count[size_t(s)]; ++j) rows[size_t(s * sel.k + j)] = cache.row_data(sel.row(s)[j]);
-    const typename Ops::LatentRows r{rows.data(), sel.k, sel.count.data(), row_format(cache), cache.fp8_values};
+    const typename Ops::LatentRows r{rows.data(), sel.k, sel.count.data(), row_format(cache), cache.fp8_values, bf16_products()};
     Ops::latent_attention(qa.data(), n, H, lora, c_.qk_rope_head_dim, float(scale_), r, ot.data());
     unabsorb_outputs(ot.data(), n, o);
   }

@@ -38,14 +38,15 @@ struct Ops<::deepseek::cpu> {
   // Absorbed MLA attention over latent cache rows, all heads per pass (mla_attention.hpp).
   using LatentRows = cpu::LatentRows;
   using RowFormat = cpu::RowFormat;
+  using KeyFormat = cpu::KeyFormat;
   static void latent_attention(const float* qa, int64_t n, int64_t H, int64_t lora, int64_t rope, float scale,
                                const LatentRows& rows, float* o) {
     cpu::latent_attention(qa, n, H, lora, rope, scale, rows, o);
   }
   // DSA indexer scores of one query against n cached keys, all index heads per key (indexer_scores.hpp).
   static void indexer_scores(const float* q, const float* w, int64_t H, int64_t D, float scale, const void* const* keys,
-                             bool bf16, int64_t n, float* scores) {
-    cpu::indexer_scores(q, w, H, D, scale, keys, bf16, n, scores);
+                             KeyFormat fmt, int64_t n, float* scores) {
+    cpu::indexer_scores(q, w, H, D, scale, keys, fmt, n, scores);
   }
   static void online_attention_block(const float* Q, int64_t ldq, int64_t n, int64_t dk, const float* K, int64_t ldk,
                                      const float* V, int64_t ldv, int64_t r, int64_t dv, const int32_t* vis, float scale,

@@ -1,6 +1,8 @@
 // The DSA lightning indexer's score loop (nn/dsa.hpp): one query's index heads against a list of
 // cached index keys,
-//   I(t) = sum_h w_h ReLU(scale q_h . k_t)      q [H, D], w [H], k_t [D] (f32 or bf16 in the cache)
+//   I(t) = sum_h w_h ReLU(scale q_h . k_t)      q [H, D], w [H], k_t [D]
+// A key is stored (KeyFormat) as D f32 or bf16 values, or as D e4m3 bytes followed by one f32 scale
+// per 128 of them (V3.2's FP8 indexer, nn/kv_cache.hpp); widening to f32 is exact in every case.
 // Keys are taken kKeyBlock at a time, widened to f32 once, and scored for all H heads by one GEMM
 // (S = Q K_b^T [H, r], Eigen), so each key is read once for every head (the per-head dot loop read it
 // H times); blocks are split across threads. indexer_scores_reference is the plain loop it is tested
@@ -8,6 +10,7 @@
 #pragma once
 
 #include "deepseek/backend/cpu/ops.hpp"
+#include "deepseek/backend/cpu/simd.hpp"
 #include "deepseek/core/dtype.hpp"
 #include "deepseek/core/parallel.hpp"
 
@@ -21,16 +24,28 @@ namespace deepseek::backend::cpu {
 
 inline constexpr int64_t kKeyBlock = 128;
 
+enum class KeyFormat { f32, bf16, fp8 };
+
 namespace indexer_detail {
-inline void widen_key(const void* src, bool bf16, int64_t D, float* dst) {
-  if (bf16) widen_bf16(static_cast<const uint16_t*>(src), D, dst);
-  else std::memcpy(dst, src, size_t(D) * sizeof(float));
+inline void widen_key(const void* src, KeyFormat fmt, int64_t D, float* dst) {
+  if (fmt == KeyFormat::bf16) {
+    widen_bf16(static_cast<const uint16_t*>(src), D, dst);
+  } else if (fmt == KeyFormat::f32) {
+    std::memcpy(dst, src, size_t(D) * sizeof(float));
+  } else {
+    const uint8_t* b = static_cast<const uint8_t*>(src);
+    for (int64_t b0 = 0; b0 < D; b0 += 128) {
+      float s;
+      std::memcpy(&s, b + D + 4 * (b0 / 128), sizeof(float));
+      widen_e4m3_scaled(b + b0, std::min<int64_t>(128, D - b0), s, dst + b0);
+    }
+  }
 }
 }  // namespace indexer_detail
 
 // scores[t] for t < n; keys[t] is the address of key t's D values.
 inline void indexer_scores(const float* q, const float* w, int64_t H, int64_t D, float scale, const void* const* keys,
-                           bool bf16, int64_t n, float* scores) {
+                           KeyFormat fmt, int64_t n, float* scores) {
   using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using ConstMap = Eigen::Map<const RowMat, 0, Eigen::OuterStride<>>;
   using Map = Eigen::Map<RowMat, 0, Eigen::OuterStride<>>;
@@ -42,7 +57,7 @@ inline void indexer_scores(const float* q, const float* w, int64_t H, int64_t D,
     const ConstMap Q(q, H, D, Eigen::OuterStride<>(D));
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t t0 = b * kKeyBlock, r = std::min(kKeyBlock, n - t0);
-      for (int64_t j = 0; j < r; ++j) indexer_detail::widen_key(keys[t0 + j], bf16, D, kbuf.data() + j * D);
+      for (int64_t j = 0; j < r; ++j) indexer_detail::widen_key(keys[t0 + j], fmt, D, kbuf.data() + j * D);
       Map S(sbuf.data(), H, r, Eigen::OuterStride<>(kKeyBlock));
       S.noalias() = Q * ConstMap(kbuf.data(), r, D, Eigen::OuterStride<>(D)).transpose();
       float* out = scores + t0;
@@ -57,10 +72,10 @@ inline void indexer_scores(const float* q, const float* w, int64_t H, int64_t D,
 }
 
 inline void indexer_scores_reference(const float* q, const float* w, int64_t H, int64_t D, float scale,
-                                     const void* const* keys, bool bf16, int64_t n, float* scores) {
+                                     const void* const* keys, KeyFormat fmt, int64_t n, float* scores) {
   std::vector<float> k(static_cast<size_t>(D));
   for (int64_t t = 0; t < n; ++t) {
-    indexer_detail::widen_key(keys[t], bf16, D, k.data());
+    indexer_detail::widen_key(keys[t], fmt, D, k.data());
     double acc = 0;
     for (int64_t h = 0; h < H; ++h) {
       double d = 0;

@@ -20,8 +20,12 @@
 // The two GEMMs run on AVX-512 register tiles where the CPU has it (gemm_avx512.hpp, scores kept
 // transposed; latent_block_avx512), on Eigen otherwise.
 // Arithmetic is f32 throughout (bf16 rows widen exactly, FP8 values become e4m3 x scale exactly);
-// only the summation order differs from
-// latent_attention_reference, the plain two-pass loop the tests compare it with.
+// only the summation order differs from latent_attention_reference, the plain two-pass loop the
+// tests compare it with. The one exception is asked for: LatentRows::bf16_products over bf16 rows
+// on an AVX512-BF16 CPU multiplies the rows as they are stored (VDPBF16PS, latent_block_bf16),
+// with q~ and the softmax weights rounded to bf16 (as FlashMLA's bf16 kernels do; sums stay f32):
+// twice the f32 FMA rate where attention, not memory, bounds decode (128 heads x 576 values is
+// 278 KFLOP per 1,152-byte row).
 #pragma once
 
 #include "deepseek/backend/cpu/gemm_avx512.hpp"
@@ -52,6 +56,10 @@ struct LatentRows {
   const int32_t* len = nullptr;
   RowFormat format = RowFormat::f32;
   int64_t fp8_values = 0;  // RowFormat::fp8: the quantized prefix (kv_lora_rank)
+  // bf16 rows on an AVX512-BF16 CPU: multiply them natively, q~ and the softmax weights p rounded
+  // to bf16 (what LoadOptions::activations = bf16 asks of every product); otherwise (and on other
+  // CPUs) rows are widened to f32 and q~, p stay f32.
+  bool bf16_products = false;
 };
 
 inline constexpr int64_t kRowBlock = 128, kGroupRows = 256;
@@ -71,21 +79,7 @@ inline void widen_row(const void* src, const LatentRows& r, int64_t w, float* ds
   const uint8_t* b = static_cast<const uint8_t*>(src);
   const int64_t q = std::min(w, r.fp8_values);
   const float* scales = reinterpret_cast<const float*>(b + r.fp8_values);
-  for (int64_t b0 = 0; b0 < q; b0 += 128) {
-    const float s = scales[b0 / 128];
-    const int64_t e = std::min(q, b0 + 128);
-    int64_t i = b0;
-#if DEEPSEEK_CPU_AVX2
-    const __m256 vs = _mm256_set1_ps(s * 256.0f);  // load_e4m3x8_div256 returns value / 256
-    for (; i + 16 <= e; i += 16) {
-      __m256 lo, hi;
-      load_e4m3x16_div256(b + i, lo, hi);
-      _mm256_storeu_ps(dst + i, _mm256_mul_ps(lo, vs));
-      _mm256_storeu_ps(dst + i + 8, _mm256_mul_ps(hi, vs));
-    }
-#endif
-    for (; i < e; ++i) dst[i] = f8_e4m3_to_f32(b[i]) * s;
-  }
+  for (int64_t b0 = 0; b0 < q; b0 += 128) widen_e4m3_scaled(b + b0, std::min<int64_t>(128, q - b0), scales[b0 / 128], dst + b0);
   if (w > q) widen_bf16(reinterpret_cast<const uint16_t*>(b + r.fp8_values + 4 * (r.fp8_values / 128)), w - q, dst + q);
 }
 
@@ -95,10 +89,12 @@ inline void widen_row(const void* src, const LatentRows& r, int64_t w, float* ds
 // One row block on AVX-512 (gemm_avx512), scores kept transposed so that neither operand is ever
 // transposed: S^T [nr, M] = K_b [nr, Wq] Q^T [Wq, M] (Q^T built once per work item), the online
 // softmax across S^T's columns (8 (query, head) states at a time), O [M, lora] += (S^T)^T K_b[:, :lora].
-__attribute__((target("avx512f"))) inline void latent_block_avx512(const float* qt, const float* kbuf, int64_t nr, int64_t M,
-                                                                   int64_t Wq, int64_t lora, const int32_t* vis, float scale,
-                                                                   float* st, float* mx, float* sum, float* corr, float* obuf) {
-  gemm_avx512(kbuf, Wq, 1, qt, M, st, M, nr, M, Wq, false);
+// The online softmax of one transposed score block S^T [nr, M] (column m: query-head m, whose first
+// vis[m] rows are visible): scales by `scale`, updates the running max mx and sum, leaves the
+// weights e^(x - mx) in S^T (0 where not visible) and rescales the unnormalised O [M, lora].
+__attribute__((target("avx512f"))) inline void online_softmax_transposed(float* st, int64_t nr, int64_t M, const int32_t* vis,
+                                                                         float scale, float* mx, float* sum, float* corr,
+                                                                         float* obuf, int64_t lora) {
   const float ninf = -std::numeric_limits<float>::infinity();
   std::fill(corr, corr + M, ninf);  // corr holds the block max until it becomes the correction
   for (int64_t j = 0; j < nr; ++j) {
@@ -132,7 +128,68 @@ __attribute__((target("avx512f"))) inline void latent_block_avx512(const float* 
   for (int64_t m = 0; m < M; ++m)
     if (corr[m] != 1.0f)
       for (int64_t d = 0; d < lora; ++d) obuf[m * lora + d] *= corr[m];
+}
+
+__attribute__((target("avx512f"))) inline void latent_block_avx512(const float* qt, const float* kbuf, int64_t nr, int64_t M,
+                                                                   int64_t Wq, int64_t lora, const int32_t* vis, float scale,
+                                                                   float* st, float* mx, float* sum, float* corr, float* obuf) {
+  gemm_avx512(kbuf, Wq, 1, qt, M, st, M, nr, M, Wq, false);
+  online_softmax_transposed(st, nr, M, vis, scale, mx, sum, corr, obuf, lora);
   gemm_avx512(st, 1, M, kbuf, Wq, obuf, lora, M, lora, nr, true);
+}
+
+// The same block with bf16 products (AVX512-BF16, gemm_bf16_avx512): kb [nr, Wq] the block's bf16
+// rows, qp q~ in bf16 pairs [Wq / 2][M][2] (made once per work item by pack_queries_bf16). After
+// the softmax the weights are rounded to bf16 in pairs of rows, pp [nr / 2][M][2], and the rows'
+// first lora values interleaved in pairs of rows, vp [nr / 2][lora][2]; a row past nr is zero.
+// Needs lora % 32 == 0 and Wq even.
+DEEPSEEK_TARGET_AVX512 inline void latent_block_bf16(const uint16_t* qp, const uint16_t* kb, int64_t nr, int64_t M, int64_t Wq,
+                                                     int64_t lora, const int32_t* vis, float scale, float* st, float* mx,
+                                                     float* sum, float* corr, float* obuf, uint16_t* pp, uint16_t* vp) {
+  gemm_bf16_avx512(reinterpret_cast<const uint32_t*>(kb), Wq / 2, 1, qp, M, st, M, nr, M, Wq / 2, false);
+  online_softmax_transposed(st, nr, M, vis, scale, mx, sum, corr, obuf, lora);
+  alignas(64) static constexpr uint16_t kPairs[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                                      8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  alignas(64) static constexpr uint16_t kLo[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
+                                                   8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+  alignas(64) static constexpr uint16_t kHi[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
+                                                   24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
+  const __m512i pairs = _mm512_load_si512(kPairs), lo_idx = _mm512_load_si512(kLo), hi_idx = _mm512_load_si512(kHi);
+  const int64_t n2 = (nr + 1) / 2;
+  for (int64_t j2 = 0; j2 < n2; ++j2) {
+    const bool second = 2 * j2 + 1 < nr;
+    const float* r0 = st + 2 * j2 * M;
+    for (int64_t m = 0; m < M; m += 16) {
+      const __mmask16 k = M - m >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (M - m)) - 1);
+      const __m512 a = _mm512_maskz_loadu_ps(k, r0 + m), b = second ? _mm512_maskz_loadu_ps(k, r0 + M + m) : _mm512_setzero_ps();
+      const __m512i ab = _mm512_permutexvar_epi16(pairs, (__m512i)_mm512_cvtne2ps_pbh(b, a));  // (a_m, b_m) pairs
+      _mm512_mask_storeu_epi32(pp + (j2 * M + m) * 2, k, ab);
+    }
+    const uint16_t* k0 = kb + 2 * j2 * Wq;
+    for (int64_t c = 0; c < lora; c += 32) {
+      const __m512i a = _mm512_loadu_si512(k0 + c), b = second ? _mm512_loadu_si512(k0 + Wq + c) : _mm512_setzero_si512();
+      _mm512_storeu_si512(vp + (j2 * lora + c) * 2, _mm512_permutex2var_epi16(a, lo_idx, b));
+      _mm512_storeu_si512(vp + (j2 * lora + c) * 2 + 32, _mm512_permutex2var_epi16(a, hi_idx, b));
+    }
+  }
+  gemm_bf16_avx512(reinterpret_cast<const uint32_t*>(pp), 1, M, vp, lora, obuf, lora, M, lora, n2, true);
+}
+
+// qp [Wq / 2][M][2] = q~ [M, Wq] rounded to bf16 (nearest even), in pairs of columns.
+DEEPSEEK_TARGET_AVX512 inline void pack_queries_bf16(const float* q, int64_t M, int64_t Wq, uint16_t* qp, uint16_t* row) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* qm = q + m * Wq;
+    for (int64_t c = 0; c < Wq; c += 32) {
+      const int64_t left = Wq - c;
+      const __mmask16 k0 = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+      const __mmask16 k1 = left >= 32 ? __mmask16(0xFFFF) : left <= 16 ? __mmask16(0) : __mmask16((1u << (left - 16)) - 1);
+      const __m512i h = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(k1, qm + c + 16), _mm512_maskz_loadu_ps(k0, qm + c));
+      _mm512_mask_storeu_epi16(row + c, left >= 32 ? __mmask32(0xFFFFFFFFu) : __mmask32((1ull << left) - 1), h);
+    }
+    const uint32_t* pr = reinterpret_cast<const uint32_t*>(row);
+    uint32_t* out = reinterpret_cast<uint32_t*>(qp);
+    for (int64_t k2 = 0; k2 < Wq / 2; ++k2) out[k2 * M + m] = pr[k2];
+  }
 }
 #endif
 
@@ -168,10 +225,12 @@ inline void latent_attention(const float* qa, int64_t n, int64_t H, int64_t lora
 
 #if DEEPSEEK_CPU_AVX512_KERNELS && DEEPSEEK_CPU_AVX2
   const bool avx512 = has_avx512();
+  const bool native_bf16 = r.format == RowFormat::bf16 && r.bf16_products && has_avx512bf16() && Wq % 2 == 0 && lora % 32 == 0;
 #endif
   parallel_for(groups * parts, [&](int64_t i0, int64_t i1) {
     static thread_local std::vector<float> kbuf, sbuf, obuf, mx, sum, qt, corr;
     static thread_local std::vector<int32_t> vis;
+    static thread_local std::vector<uint16_t> kb16, qp, pp, vp;
     kbuf.resize(size_t(kRowBlock * Wq));
     for (int64_t item = i0; item < i1; ++item) {
       const int64_t g = item / parts, p = item % parts;
@@ -188,16 +247,33 @@ inline void latent_attention(const float* qa, int64_t n, int64_t H, int64_t lora
       const ConstMap Q(qa + s0 * H * Wq, M, Wq, Eigen::OuterStride<>(Wq));
       Map O(obuf.data(), M, lora, Eigen::OuterStride<>(lora));
 #if DEEPSEEK_CPU_AVX512_KERNELS && DEEPSEEK_CPU_AVX2
-      if (avx512) {
+      if (native_bf16) {
+        qp.resize(size_t(Wq * M));
+        kb16.resize(size_t(kRowBlock * Wq));
+        pp.resize(size_t(kRowBlock * M));
+        vp.resize(size_t(kRowBlock * lora));
+        pack_queries_bf16(qa + s0 * H * Wq, M, Wq, qp.data(), kb16.data());
+      } else if (avx512) {
         qt.resize(size_t(Wq * M));  // Q^T [Wq, M]
         for (int64_t m = 0; m < M; ++m)
           for (int64_t k = 0; k < Wq; ++k) qt[size_t(k * M + m)] = qa[(s0 * H + m) * Wq + k];
+      }
+      if (avx512) {
         corr.resize(size_t(M));
         vis.resize(size_t(M));
       }
 #endif
       for (int64_t t0 = b; t0 < e; t0 += kRowBlock) {
         const int64_t nr = std::min(kRowBlock, e - t0);
+#if DEEPSEEK_CPU_AVX512_KERNELS && DEEPSEEK_CPU_AVX2
+        if (native_bf16) {
+          for (int64_t j = 0; j < nr; ++j) std::memcpy(kb16.data() + j * Wq, list[t0 + j], size_t(Wq) * 2);
+          for (int64_t m = 0; m < M; ++m) vis[size_t(m)] = int32_t(std::clamp<int64_t>(r.len[s0 + m / H] - t0, 0, nr));
+          latent_block_bf16(qp.data(), kb16.data(), nr, M, Wq, lora, vis.data(), scale, sbuf.data(), mx.data(), sum.data(),
+                            corr.data(), obuf.data(), pp.data(), vp.data());
+          continue;
+        }
+#endif
         for (int64_t j = 0; j < nr; ++j) latent_detail::widen_row(list[t0 + j], r, Wq, kbuf.data() + j * Wq);
 #if DEEPSEEK_CPU_AVX512_KERNELS && DEEPSEEK_CPU_AVX2
         if (avx512) {

@@ -81,6 +81,22 @@ inline void widen_bf16(const uint16_t* h, int64_t n, float* dst) {
   for (; i < n; ++i) dst[i] = bf16_to_f32(h[i]);
 }
 
+// dst[0, n) = e4m3 bytes b[0, n) times s (exact: e4m3 x a power-of-two scale; FP8 cache rows and
+// FP8 index keys, one scale per block).
+inline void widen_e4m3_scaled(const uint8_t* b, int64_t n, float s, float* dst) {
+  int64_t i = 0;
+#if DEEPSEEK_CPU_AVX2
+  const __m256 vs = _mm256_set1_ps(s * 256.0f);  // load_e4m3x16_div256 returns value / 256
+  for (; i + 16 <= n; i += 16) {
+    __m256 lo, hi;
+    load_e4m3x16_div256(b + i, lo, hi);
+    _mm256_storeu_ps(dst + i, _mm256_mul_ps(lo, vs));
+    _mm256_storeu_ps(dst + i + 8, _mm256_mul_ps(hi, vs));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = f8_e4m3_to_f32(b[i]) * s;
+}
+
 // A vector of any float dtype as f32 (norm weights, biases: small, converted once at load).
 inline void to_f32(const TensorView& v, float* out) {
   const int64_t n = v.numel();
