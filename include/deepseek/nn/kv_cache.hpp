@@ -76,6 +76,10 @@ namespace detail {
 inline float fp8_block_scale(float amax) { return pow2_ceil(std::max(amax / 448.0f, 1e-4f)); }
 // The DSA indexer's (V3.2 kernel.py act_quant, ue8m0): 2^ceil(log2(max(amax, 1e-4) / 448)).
 inline float fp8_index_scale(float amax) { return pow2_ceil(std::max(amax, 1e-4f) / 448.0f); }
+// q[0, n) = e4m3(v / s); the scale rules above keep |v / s| <= 448, the clamp only guards rounding.
+inline void quantize_fp8(const float* v, int64_t n, float s, uint8_t* q) {
+  for (int64_t j = 0; j < n; ++j) q[j] = f32_to_f8_e4m3(std::clamp(v[j] / s, -448.0f, 448.0f));
+}
 }  // namespace detail
 
 struct CacheView {
@@ -125,7 +129,7 @@ struct CacheView {
         for (int64_t j = 0; j < kFp8CacheBlock; ++j) amax = std::max(amax, std::fabs(v[b0 - col + j]));
         const float s = detail::fp8_block_scale(amax);
         scales[b0 / kFp8CacheBlock] = s;
-        for (int64_t j = 0; j < kFp8CacheBlock; ++j) r[b0 + j] = f32_to_f8_e4m3(v[b0 - col + j] / s);
+        detail::quantize_fp8(v + b0 - col, kFp8CacheBlock, s, r + b0);
       }
       i = std::max<int64_t>(0, end - col);
       if (col + n > suffix_start()) {
@@ -141,7 +145,7 @@ struct CacheView {
           for (int64_t j = b0; j < b1; ++j) amax = std::max(amax, std::fabs(v[j0 + j]));
           const float sc = detail::fp8_index_scale(amax);
           qs[b0 / kFp8CacheBlock] = sc;
-          for (int64_t j = b0; j < b1; ++j) q[j] = f32_to_f8_e4m3(std::clamp(v[j0 + j] / sc, -448.0f, 448.0f));
+          detail::quantize_fp8(v + j0 + b0, b1 - b0, sc, q + b0);
         }
         n = j0;
       }
@@ -175,7 +179,7 @@ struct CacheView {
  private:
   // The bf16 part of a row: all of it (bf16) or what follows the FP8 values and scales.
   int64_t bf16_start() const { return dtype == CacheDType::fp8_e4m3 ? fp8_values : 0; }
-  int64_t tail_offset() const { return dtype == CacheDType::fp8_e4m3 ? fp8_values + 4 * (fp8_values / kFp8CacheBlock) : 0; }
+  int64_t tail_offset() const { return dtype == CacheDType::fp8_e4m3 ? fp8_values + 4 * fp8_scale_count(fp8_values) : 0; }
   // The FP8 suffix: its first column and byte offset (width and the row's end when there is none).
   int64_t suffix_start() const { return width - (dtype == CacheDType::fp8_e4m3 ? index_fp8 : 0); }
   int64_t suffix_offset() const { return tail_offset() + 2 * (suffix_start() - bf16_start()); }

@@ -57,6 +57,11 @@ inline void gemm_bf16_reference(const uint32_t* A, int64_t a_rs, int64_t a_cs, c
 #endif
 
 namespace gemm_detail {
+// The lanes of a 16-lane vector that hold one of `left` remaining elements.
+inline __mmask16 lanes16(int64_t left) {
+  return left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
+}
+
 // MR rows x NV * 16 columns of C in registers (MR * NV <= 12 accumulators).
 template <int MR, int NV>
 __attribute__((target("avx512f"))) inline void tile(const float* A, int64_t a_rs, int64_t a_cs, const float* B, int64_t ldb,
@@ -109,11 +114,7 @@ template <class Tile>
 inline void tiled(int64_t M, int64_t N, int64_t K, int64_t kKc, bool accumulate, const Tile& run) {
   const int nv = N <= 16 ? 1 : 2, mr = nv == 1 ? 12 : 6;
   for (int64_t j0 = 0; j0 < N; j0 += 16 * nv) {
-    __mmask16 mk[2];
-    for (int v = 0; v < 2; ++v) {
-      const int64_t left = N - j0 - 16 * v;
-      mk[v] = left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
-    }
+    const __mmask16 mk[2] = {lanes16(N - j0), lanes16(N - j0 - 16)};
     for (int64_t k0 = 0; k0 < K; k0 += kKc) {
       const int64_t kc = std::min(kKc, K - k0);
       for (int64_t i0 = 0; i0 < M; i0 += mr) run(int(std::min<int64_t>(mr, M - i0)), nv, i0, j0, k0, kc, mk, accumulate || k0 > 0);

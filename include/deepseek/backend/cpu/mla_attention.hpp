@@ -160,7 +160,7 @@ DEEPSEEK_TARGET_AVX512 inline void latent_block_bf16(const uint16_t* qp, const u
     const bool second = 2 * j2 + 1 < nr;
     const float* r0 = st + 2 * j2 * M;
     for (int64_t m = 0; m < M; m += 16) {
-      const __mmask16 k = M - m >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (M - m)) - 1);
+      const __mmask16 k = gemm_detail::lanes16(M - m);
       const __m512 a = _mm512_maskz_loadu_ps(k, r0 + m), b = second ? _mm512_maskz_loadu_ps(k, r0 + M + m) : _mm512_setzero_ps();
       const __m512i ab = _mm512_permutexvar_epi16(pairs, (__m512i)_mm512_cvtne2ps_pbh(b, a));  // (a_m, b_m) pairs
       _mm512_mask_storeu_epi32(pp + (j2 * M + m) * 2, k, ab);
@@ -181,9 +181,8 @@ DEEPSEEK_TARGET_AVX512 inline void pack_queries_bf16(const float* q, int64_t M, 
     const float* qm = q + m * Wq;
     for (int64_t c = 0; c < Wq; c += 32) {
       const int64_t left = Wq - c;
-      const __mmask16 k0 = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
-      const __mmask16 k1 = left >= 32 ? __mmask16(0xFFFF) : left <= 16 ? __mmask16(0) : __mmask16((1u << (left - 16)) - 1);
-      const __m512i h = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(k1, qm + c + 16), _mm512_maskz_loadu_ps(k0, qm + c));
+      const __m512i h = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(gemm_detail::lanes16(left - 16), qm + c + 16),
+                                                     _mm512_maskz_loadu_ps(gemm_detail::lanes16(left), qm + c));
       _mm512_mask_storeu_epi16(row + c, left >= 32 ? __mmask32(0xFFFFFFFFu) : __mmask32((1ull << left) - 1), h);
     }
     const uint32_t* pr = reinterpret_cast<const uint32_t*>(row);
