@@ -66,6 +66,11 @@ foreach(spec "nan_layer1|model.layers.1.post_attention_layernorm.weight|nan" "in
     message(FATAL_ERROR "poison_tensor failed for ${name}")
   endif()
 endforeach()
+# NaN in the MTP module's hnorm (f32 fixture with one MTP module, model.layers.2).
+execute_process(COMMAND ${POISON} ${FIXTURES}/models/v3_mtp_shared ${OUT}/nan_mtp model.layers.2.hnorm.weight nan RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "poison_tensor failed for nan_mtp")
+endif()
 
 # Chat messages with a role the template does not know; a deeply nested messages file.
 file(WRITE ${OUT}/wizard.json "[{\"role\": \"wizard\", \"content\": \"hi\"}, {\"role\": \"user\", \"content\": \"x\"}]")

@@ -14,7 +14,6 @@
 
 #include <catch2/catch.hpp>
 
-#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -107,14 +106,13 @@ TEST_CASE("JSON: bounded nesting, duplicate keys refused, linear time, bounded m
   CHECK_THROWS_AS(parse_json(std::string("[1e400]"), "f.json"), Error);
   CHECK_THROWS_AS(parse_json(std::string("{} trailing"), "t.json"), Error);
 
-  // Linear: 200k keys in one object (nlohmann's callback parser rescanned the object after every
-  // nested value: 40k entries took 21 s). Generous bound for sanitizer builds.
+  // 200k keys in one object. nlohmann's callback parser rescanned the object after every nested
+  // value (40k entries took 21 s), so this would run for hours and reach ctest's timeout; the
+  // parse is linear now (bench/bench_safetensors.cpp measures it; no timing bound in a test).
   std::string wide = "{";
   for (int i = 0; i < 200000; ++i) wide += (i ? ",\"k" : "\"k") + std::to_string(i) + "\":{\"v\":[1]}";
   wide += "}";
-  const auto t0 = std::chrono::steady_clock::now();
   CHECK(parse_json(wide, "wide.json").size() == 200000);
-  CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < 10.0);
 
   // A duplicate key of megabytes is not echoed whole.
   const std::string big(1 << 20, 'k');

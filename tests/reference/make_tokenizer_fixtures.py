@@ -19,8 +19,13 @@ Outputs
       with HF's decoded text.
   chat.json
       conversations with V3 and R1 texts (with and without generation prompt) and their ids.
+  long_pieces.json
+      12,000-letter single-piece words over small alphabets, from an LCG the C++ test repeats, with
+      their ids. They drive the tokenizer's long-piece merge through its heap compaction (checked
+      when the fixture was made: every case but "th" and "ea" compacts 1-4 times).
 
 Usage: python3 tests/reference/make_tokenizer_fixtures.py   (needs tokenizers, transformers, jinja2)
+       python3 tests/reference/make_tokenizer_fixtures.py long_pieces   (that file only)
 The corpus is assembled from files of the machine that runs this script, so re-running elsewhere
 changes corpus.bin; the committed fixture is the reference.
 """
@@ -226,8 +231,31 @@ def conversations():
     ]
 
 
+def lcg_word(alphabet, length, seed):
+    """The word the C++ test builds: s = (s * 1103515245 + 12345) mod 2^31, letter (s >> 16) % k."""
+    out, s = [], seed
+    for _ in range(length):
+        s = (s * 1103515245 + 12345) & 0x7FFFFFFF
+        out.append(alphabet[(s >> 16) % len(alphabet)])
+    return "".join(out)
+
+
+def long_pieces(tok):
+    cases = []
+    for alphabet in ["ab", "abc", "th", "ea", "the", "ing", "ol"]:
+        word = lcg_word(alphabet, 12000, 1)
+        pieces = tok.pre_tokenizer.pre_tokenize_str(word)
+        assert len(pieces) == 1, "not a single piece: %r" % alphabet
+        cases.append({"alphabet": alphabet, "length": 12000, "seed": 1, "ids": tok.encode(word, add_special_tokens=False).ids})
+    json.dump({"cases": cases}, open(os.path.join(OUT, "long_pieces.json"), "w"), separators=(",", ":"))
+    print("long_pieces: %d words" % len(cases), file=sys.stderr)
+
+
 def main():
     tok = Tokenizer.from_file(os.path.join(TOK_DIR, "tokenizer.json"))
+    if sys.argv[1:] == ["long_pieces"]:
+        long_pieces(tok)
+        return
     cfg = json.load(open(os.path.join(TOK_DIR, "tokenizer_config.json")))
     bos = cfg["bos_token"] if isinstance(cfg["bos_token"], str) else cfg["bos_token"]["content"]
     enc = lambda s: tok.encode(s, add_special_tokens=False).ids
@@ -312,6 +340,8 @@ def main():
         chats.append(entry)
     json.dump(chats, open(os.path.join(OUT, "chat.json"), "w"), ensure_ascii=False, indent=0)
     print("chat: %d conversations" % len(chats), file=sys.stderr)
+
+    long_pieces(tok)
 
 
 if __name__ == "__main__":

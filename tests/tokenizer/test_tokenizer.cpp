@@ -437,6 +437,26 @@ TEST_CASE("long BPE pieces merge like a plain lowest-rank-leftmost reference", "
   CHECK(std::all_of(got.begin(), got.end(), [](TokenId id) { return id == 257; }));
 }
 
+TEST_CASE("long single-piece words match HF tokenizers through the heap's compaction", "[tokenizer][bpe]") {
+  // 12,000 letters over small alphabets (an LCG the fixture script repeats): one piece each, merged
+  // by the heap path. Its heap holds at most n + 64 entries and is compacted when full; these words
+  // compact it 1-4 times ("th" and "ea" never), so a compaction that dropped a current entry or kept
+  // a stale one would change ids here.
+  const json j = json::parse(slurp(kFixtures + "long_pieces.json"));
+  REQUIRE(j["cases"].size() == 7);
+  for (const auto& c : j["cases"]) {
+    const std::string alphabet = c["alphabet"].get<std::string>();
+    std::string word(c["length"].get<size_t>(), ' ');
+    uint32_t s = c["seed"].get<uint32_t>();
+    for (auto& ch : word) {
+      s = (s * 1103515245u + 12345u) & 0x7FFFFFFFu;
+      ch = alphabet[(s >> 16) % alphabet.size()];
+    }
+    INFO("alphabet " << alphabet);
+    CHECK(v3().encode(word) == ids_of(c["ids"]));
+  }
+}
+
 TEST_CASE("chat: unknown roles and misplaced tool_calls are errors, not dropped", "[tokenizer][chat][hostile]") {
   using Catch::Matchers::Contains;
   using deepseek::chat::Message;

@@ -7,6 +7,7 @@
 //   checked_mul(a, b, what), checked_add(a, b, what)  int64 products and sums that must not overflow
 //   excerpt(text)                                     untrusted text cut short for an error message
 //   first_non_finite(x, n)                            where a float buffer first holds NaN or inf
+//   check_finite(x, rows, cols, stage, where)         Error naming the stage, row and column of the first
 #pragma once
 
 #include "deepseek/core/error.hpp"
@@ -116,6 +117,20 @@ inline int64_t first_non_finite(const float* x, int64_t n) {
         if (!std::isfinite(x[i])) return i;
   }
   return -1;
+}
+
+// Throws if x [rows, cols], the output of `stage` (a model stage named with its tensors, e.g.
+// "decoder layer 3 (model.layers.3)"), holds NaN or inf: such values would otherwise reach the
+// sampler as all-NaN logits. `stage` is called only when there is something to report, so callers
+// build the label lazily.
+template <class Stage>
+void check_finite(const float* x, int64_t rows, int64_t cols, Stage&& stage, const ErrorWhere& where) {
+  const int64_t i = first_non_finite(x, rows * cols);
+  if (i < 0) return;
+  throw Error(std::string("non-finite value (") + (std::isnan(x[i]) ? "NaN" : x[i] > 0 ? "inf" : "-inf") +
+                  ") first appears in the output of " + std::string(stage()) + ", row " + std::to_string(i / cols) +
+                  ", column " + std::to_string(i % cols) + ": the checkpoint's weights (or the config's values) are not usable",
+              where);
 }
 
 }  // namespace deepseek

@@ -38,8 +38,9 @@ inline constexpr int64_t kMaxParameters = int64_t(1) << 50;
 // kernel down (200 threads on 2 cores: 400x).
 inline constexpr int kMaxThreads = 1024;
 
-// Text read whole into memory: perplexity --text, tokenize's stdin. Encoding takes up to ~33 bytes
-// of memory per input byte (a run of one letter: one BPE piece; ordinary text ~15), so 8 GB at most.
+// Text read whole into memory: perplexity --text, tokenize's stdin. Encoding takes up to ~24 bytes
+// of memory per input byte (a run of one letter, one BPE piece: 5 for the pre-tokenizer, 16 for
+// the merge heap, the text and the ids; ordinary text ~10), so about 6 GB at most.
 inline constexpr uint64_t kMaxTextInputBytes = uint64_t(256) << 20;
 
 // Physical memory of this machine in bytes (0 if unknown).

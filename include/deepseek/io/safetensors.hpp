@@ -60,8 +60,9 @@ inline SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t s
   const char* hb = reinterpret_cast<const char*>(bytes + 8);
   Json j = parse_json(hb, hb + n, file);
   if (!j.is_object()) throw Error("safetensors header is not a JSON object", in_file(file));
-  if (j.size() > kMaxSafetensorsTensors + 1)  // + __metadata__
-    throw Error("safetensors header lists " + std::to_string(j.size()) + " entries, more than the " +
+  const size_t tensor_entries = j.size() - (j.contains("__metadata__") ? 1 : 0);
+  if (tensor_entries > kMaxSafetensorsTensors)
+    throw Error("safetensors header lists " + std::to_string(tensor_entries) + " tensors, more than the " +
                     std::to_string(kMaxSafetensorsTensors) + " limit (kMaxSafetensorsTensors)",
                 in_file(file));
 

@@ -204,15 +204,15 @@ class DeepSeekV3 {
     }
   }
 
-  // `layer` >= 0 names a decoder layer; the label is built only when there is something to report.
+  // `layer` >= 0 names a decoder layer.
   void check_finite(const float* x, int64_t rows, int64_t cols, const char* stage, int layer = -1) const {
-    const int64_t i = first_non_finite(x, rows * cols);
-    if (i >= 0)
-      throw Error(std::string("non-finite value (") + (std::isnan(x[i]) ? "NaN" : x[i] > 0 ? "inf" : "-inf") + ") first appears in the output of " + stage +
-                      (layer >= 0 ? " " + std::to_string(layer) + " (model.layers." + std::to_string(layer) + ")" : std::string()) + ", row " +
-                      std::to_string(i / cols) + ", column " + std::to_string(i % cols) +
-                      ": the checkpoint's weights (or the config's values) are not usable",
-                  in_file(ckpt_->dir()));
+    deepseek::check_finite(
+        x, rows, cols,
+        [&] {
+          return std::string(stage) +
+                 (layer >= 0 ? " " + std::to_string(layer) + " (model.layers." + std::to_string(layer) + ")" : std::string());
+        },
+        in_file(ckpt_->dir()));
   }
 
   std::shared_ptr<const io::Checkpoint> ckpt_;

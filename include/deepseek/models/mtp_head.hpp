@@ -64,10 +64,17 @@ class MtpHead {
 
   // Draft interface of generate::SpeculativeGenerator: hidden [n, d] (main, after model.norm),
   // next_ids [n]; logits [1, vocab] for the token after the last pair.
+  // As the main model does, each stage's output is checked for NaN or inf, so a broken MTP module
+  // is an error naming it instead of drafts that are silently always rejected.
   void forward(const float* hidden, const int32_t* next_ids, int64_t n, nn::KvCache& cache, float* logits) const {
-    std::vector<float> z(size_t(n * c_.hidden_size));
+    const int64_t d = c_.hidden_size;
+    std::vector<float> z(size_t(n * d));
     modules_[0].forward(hidden, next_ids, n, cache, z.data());
-    modules_[0].logits(z.data() + (n - 1) * c_.hidden_size, 1, logits);
+    const std::string layer = std::to_string(c_.num_hidden_layers);
+    const ErrorWhere where = in_file(model_->checkpoint().dir());
+    check_finite(z.data(), n, d, [&] { return "MTP module 0 (model.layers." + layer + ")"; }, where);
+    modules_[0].logits(z.data() + (n - 1) * d, 1, logits);
+    check_finite(logits, 1, c_.vocab_size, [&] { return "MTP module 0's head (model.layers." + layer + ".shared_head)"; }, where);
   }
 
  private:

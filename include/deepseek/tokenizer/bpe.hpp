@@ -113,6 +113,9 @@ class Bpe {
       bpe.id_to_token_[id] = tok;
       bpe.has_id_[id] = 1;
     }
+    bpe.span_.assign(max_id, 0);
+    for (uint32_t id = 0; id < max_id; ++id)
+      for (const char c : bpe.id_to_token_[id]) bpe.span_[id] += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
     // Byte alphabet: every one of the 256 symbols must be a token, else some inputs could not be
     // encoded (HF would drop or <unk> them); we refuse such a file instead.
     const auto alphabet = byte_level_alphabet();
@@ -268,24 +271,30 @@ class Bpe {
   // HF's algorithm: a min-heap of candidate merges keyed by (rank, position); entries made stale
   // by earlier merges are detected when popped and skipped. A rank names exactly one pair, so an
   // entry is (rank << 32 | position) in one uint64 and is current iff its pair still has that
-  // rank; merged-away symbols are marked in ids[] (kDead). Memory: 12 bytes per input byte for
-  // ids/prev/next plus 8 per live heap entry (about 20 in all; the 50 MB run of one letter that
-  // took 40 bytes a byte before). Pieces stay below 2^32 bytes: callers bound their input
-  // (kMaxTextInputBytes in deepseek-cli), and longer ones are refused here rather than wrapped.
+  // rank; merged-away symbols are marked in ids[] (kDead).
+  // Memory, 16 bytes per input byte and no reallocation: ids and prev (4 + 4; the right neighbour
+  // of a symbol is pos + span(ids[pos]), the input bytes its token covers) and a heap of at most
+  // n + 64 entries (8). Each merge pops one entry and pushes at most two, so the heap can outgrow
+  // n; when it is full it is compacted to its current entries, at most one per live symbol, so at
+  // most n - k - 1 after k merges. Growing back to n + 64 takes at least k + 65 more merges (one
+  // net entry per merge at most): the merge counts at successive compactions at least double,
+  // there are O(log n) of them, O(n) each, and the merge stays O(n log n).
+  // Pieces stay below 2^32 bytes: callers bound their input (kMaxTextInputBytes in deepseek-cli),
+  // and longer ones are refused here rather than wrapped.
   void merge_long(const unsigned char* s, size_t n, std::vector<uint32_t>& out, std::vector<uint32_t>& work) const {
     if (n >= size_t{0xFFFFFFFFu}) throw Error("a pre-tokenized piece of " + std::to_string(n) + " bytes is too long (at most 2^32 - 2)");
     constexpr uint32_t kDead = 0xFFFFFFFFu;  // never a token id (ids are < kMaxId)
-    work.resize(3 * n);
+    work.resize(2 * n);
     uint32_t* ids = work.data();
     uint32_t* prev = ids + n;
-    uint32_t* next = prev + n;  // n = none
     const uint32_t none = static_cast<uint32_t>(n);
+    auto next = [&](uint32_t pos) { return pos + span_[ids[pos]]; };  // == none at the end
+    const size_t capacity = n + 64;
     std::vector<uint64_t> heap;
-    heap.reserve(n);
+    heap.reserve(capacity);
     for (uint32_t i = 0; i < n; ++i) {
       ids[i] = byte_to_id_[s[i]];
       prev[i] = i == 0 ? none : i - 1;
-      next[i] = i + 1;
     }
     uint32_t m = 0;
     for (uint32_t i = 0; i + 1 < n; ++i) {
@@ -294,7 +303,17 @@ class Bpe {
     }
     const std::greater<uint64_t> later;
     std::make_heap(heap.begin(), heap.end(), later);
+    auto current = [&](uint64_t c) {
+      const uint32_t pos = static_cast<uint32_t>(c);
+      if (ids[pos] == kDead || next(pos) == none) return false;
+      uint32_t unused = 0;
+      return lookup(ids[pos], ids[next(pos)], unused) == static_cast<uint32_t>(c >> 32);
+    };
     auto push = [&](uint32_t r, uint32_t pos) {
+      if (heap.size() == capacity) {
+        heap.erase(std::remove_if(heap.begin(), heap.end(), [&](uint64_t c) { return !current(c); }), heap.end());
+        std::make_heap(heap.begin(), heap.end(), later);
+      }
       heap.push_back((uint64_t{r} << 32) | pos);
       std::push_heap(heap.begin(), heap.end(), later);
     };
@@ -302,24 +321,23 @@ class Bpe {
       std::pop_heap(heap.begin(), heap.end(), later);
       const uint64_t c = heap.back();
       heap.pop_back();
-      const uint32_t rank = static_cast<uint32_t>(c >> 32), pos = static_cast<uint32_t>(c);
-      if (ids[pos] == kDead || next[pos] == none) continue;
-      const uint32_t right = next[pos];
-      if (lookup(ids[pos], ids[right], m) != rank) continue;  // stale
-      ids[pos] = m;
+      if (!current(c)) continue;  // stale
+      const uint32_t pos = static_cast<uint32_t>(c), right = next(pos);
+      lookup(ids[pos], ids[right], m);
+      const uint32_t after = next(right);
+      ids[pos] = m;  // span(m) = span(left) + span(right): next(pos) is now `after`
       ids[right] = kDead;
-      next[pos] = next[right];
-      if (next[right] != none) prev[next[right]] = pos;
+      if (after != none) prev[after] = pos;
       if (prev[pos] != none) {
         const uint32_t r = lookup(ids[prev[pos]], ids[pos], m);
         if (r != kNoRank) push(r, prev[pos]);
       }
-      if (next[pos] != none) {
-        const uint32_t r = lookup(ids[pos], ids[next[pos]], m);
+      if (after != none) {
+        const uint32_t r = lookup(ids[pos], ids[after], m);
         if (r != kNoRank) push(r, pos);
       }
     }
-    for (uint32_t i = 0; i != none; i = next[i]) out.push_back(ids[i]);
+    for (uint32_t i = 0; i != none; i = next(i)) out.push_back(ids[i]);
     // The scratch lives on in the encode state: do not keep a huge piece's buffers.
     if (work.size() > (size_t{1} << 20)) std::vector<uint32_t>().swap(work);
   }
@@ -329,6 +347,9 @@ class Bpe {
   std::vector<uint8_t> has_id_;
   std::array<uint32_t, 256> byte_to_id_{};
   std::unordered_map<uint32_t, uint8_t> symbol_to_byte_;
+  // Input bytes a token covers when it is built from byte symbols by merges: its code points
+  // (each byte-level symbol is one). Used by merge_long to step to a symbol's right neighbour.
+  std::vector<uint32_t> span_;
   PairMap merges_;
   bool ignore_merges_ = false;
 };

@@ -48,11 +48,12 @@ inline const char* split_pattern(SplitKind k) {
   return "";
 }
 
-// Per-thread scratch buffers, reused across calls to avoid allocation in the hot path.
+// Per-thread scratch buffers, reused across calls to avoid allocation in the hot path: 5 bytes
+// per code point. The code points themselves are not kept: the splits test only class flags and
+// ASCII values, and a code point is ASCII exactly when its lead byte is (UTF-8).
 struct PreTokenizerScratch {
   std::vector<uint32_t> offsets;  // byte offset of each code point, plus the end
   std::vector<uint8_t> flags;     // class flags (unicode.hpp) plus the local bits below
-  std::vector<uint32_t> cps;
 };
 
 class PreTokenizer {
@@ -144,7 +145,9 @@ class PreTokenizer {
     const size_t n = text.size();
     sc.offsets.clear();
     sc.flags.clear();
-    sc.cps.clear();
+    // At most one code point per byte: one reservation instead of doublings (which peak at 3x).
+    sc.offsets.reserve(n + 1);
+    sc.flags.reserve(n);
     size_t i = 0;
     while (i < n) {
       uint32_t cp;
@@ -163,7 +166,6 @@ class PreTokenizer {
       if (cp == '\r' || cp == '\n') f |= kCrLfBit;
       sc.offsets.push_back(static_cast<uint32_t>(i));
       sc.flags.push_back(f);
-      sc.cps.push_back(cp);
       i += static_cast<size_t>(len);
     }
     sc.offsets.push_back(static_cast<uint32_t>(n));
@@ -221,7 +223,7 @@ class PreTokenizer {
       case SplitKind::kMain: {
         uint32_t gap = a, i = a;
         while (i < b) {
-          const uint32_t e = match_main(i, b, sc);
+          const uint32_t e = match_main(i, b, text, sc);
           if (e == i) {
             ++i;
             continue;
@@ -242,14 +244,18 @@ class PreTokenizer {
   static bool ascii_alpha(uint32_t c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z'; }
 
   // End of the r3 match starting exactly at i within [i, b), or i if no alternative matches there.
-  static uint32_t match_main(uint32_t i, uint32_t b, const PreTokenizerScratch& sc) {
+  static uint32_t match_main(uint32_t i, uint32_t b, std::string_view text, const PreTokenizerScratch& sc) {
     const uint8_t* f = sc.flags.data();
-    const uint32_t* cp = sc.cps.data();
+    // The lead byte of code point k: equal to the code point when it is ASCII, >= 0x80 (never
+    // ASCII punctuation, a letter or ' ') otherwise.
+    const auto* bytes = reinterpret_cast<const unsigned char*>(text.data());
+    const uint32_t* off = sc.offsets.data();
+    auto cp = [&](uint32_t k) { return uint32_t{bytes[off[k]]}; };
     constexpr uint8_t kLM = unicode::kL | unicode::kM, kPS = unicode::kP | unicode::kS;
     // 1. [ASCII punct][A-Za-z]+ : the letter run is greedy and nothing follows it.
-    if (ascii_punct(cp[i]) && i + 1 < b && ascii_alpha(cp[i + 1])) {
+    if (ascii_punct(cp(i)) && i + 1 < b && ascii_alpha(cp(i + 1))) {
       uint32_t j = i + 2;
-      while (j < b && ascii_alpha(cp[j])) ++j;
+      while (j < b && ascii_alpha(cp(j))) ++j;
       return j;
     }
     // 2. [^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+ : the optional char is tried first; if it cannot be
@@ -268,7 +274,7 @@ class PreTokenizer {
     // 3. ' '?[\p{P}\p{S}]+[\r\n]*
     {
       uint32_t j = i;
-      if (cp[j] == ' ' && j + 1 < b && (f[j + 1] & kPS)) ++j;
+      if (cp(j) == ' ' && j + 1 < b && (f[j + 1] & kPS)) ++j;
       if (f[j] & kPS) {
         while (j < b && (f[j] & kPS)) ++j;
         while (j < b && (f[j] & kCrLfBit)) ++j;
