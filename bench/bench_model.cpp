@@ -142,6 +142,39 @@ void BM_DecodeContext(benchmark::State& state) {
   state.SetLabel(label(false, bf16_act) + ", bf16 cache");
 }
 
+// Batched decode (forward_batch): S sequences, each with its own cache after a 32-token prompt,
+// advance one token per step together. range: (activations 0 f32 / 1 bf16, S). tok/s counts the
+// tokens of all sequences; the experts' weights are read once per step for all S, so it grows with S
+// until the step stops being bound by the weights.
+void BM_DecodeBatch(benchmark::State& state) {
+  const bool bf16_act = state.range(0) != 0;
+  const int64_t S = state.range(1), prompt = 32;
+  auto& l = load(false, bf16_act);
+  const int64_t V = l.model->config().vocab_size;
+  std::vector<nn::KvCache> caches;
+  std::vector<std::vector<float>> logits(static_cast<size_t>(S), std::vector<float>(static_cast<size_t>(V)));
+  std::vector<int32_t> next(static_cast<size_t>(S));
+  for (int64_t s = 0; s < S; ++s) {
+    caches.push_back(l.model->make_cache({prompt + 256}));
+    std::vector<int32_t> ids(static_cast<size_t>(prompt));
+    for (int64_t i = 0; i < prompt; ++i) ids[size_t(i)] = int32_t(1000 + 37 * i + 101 * s);
+    l.model->forward(ids.data(), prompt, caches.back(), logits[size_t(s)].data());
+    next[size_t(s)] = generate::argmax(logits[size_t(s)].data(), V);
+  }
+  std::vector<models::DeepSeekV3<cpu>::BatchSequence> step(static_cast<size_t>(S));
+  for (auto _ : state) {
+    for (int64_t s = 0; s < S; ++s) {
+      if (caches[size_t(s)].size() == caches[size_t(s)].capacity()) caches[size_t(s)].resize(prompt);
+      step[size_t(s)] = {&next[size_t(s)], 1, &caches[size_t(s)], logits[size_t(s)].data()};
+    }
+    l.model->forward_batch(step);
+    for (int64_t s = 0; s < S; ++s) next[size_t(s)] = generate::argmax(logits[size_t(s)].data(), V);
+  }
+  state.counters["tok/s"] = benchmark::Counter(double(S) * double(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["sequences"] = double(S);
+  state.SetLabel(label(false, bf16_act));
+}
+
 void BM_Prefill(benchmark::State& state) {
   const bool fp8 = state.range(0) != 0, bf16_act = state.range(2) != 0;
   const int64_t n = state.range(1);
@@ -163,5 +196,6 @@ void BM_Prefill(benchmark::State& state) {
 BENCHMARK(BM_MemoryBandwidth)->Unit(benchmark::kMillisecond)->MinTime(1.0)->UseRealTime();
 BENCHMARK(BM_Decode)->Args({0, 0})->Args({0, 1})->Args({1, 0})->Args({1, 1})->Unit(benchmark::kMillisecond)->MinTime(5.0)->UseRealTime();
 BENCHMARK(BM_DecodeContext)->ArgsProduct({{0, 1}, {0, 1024, 8192, 32768}})->Unit(benchmark::kMillisecond)->MinTime(3.0)->UseRealTime();
+BENCHMARK(BM_DecodeBatch)->ArgsProduct({{0, 1}, {1, 4, 16, 64}})->Unit(benchmark::kMillisecond)->MinTime(3.0)->UseRealTime();
 BENCHMARK(BM_Prefill)->Args({0, 128, 0})->Args({0, 128, 1})->Args({1, 128, 0})->Args({1, 128, 1})->Unit(benchmark::kMillisecond)->MinTime(5.0)->UseRealTime();
 BENCHMARK_MAIN();

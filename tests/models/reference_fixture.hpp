@@ -16,6 +16,13 @@ namespace deepseek::test {
 
 inline const std::string kModels = DEEPSEEK_FIXTURES_DIR "/models/";
 
+// Every MLA, MHA and DSA fixture: dense V2/V3 (f32, bf16, FP8 weights), the OCR decoder's MHA, V3.2.
+// v3_dense_long (300 tokens) and v32_dsa_long (192) sweep many row blocks; v3_lora128 admits FP8.
+inline const std::vector<std::string> kCacheVariants = {
+    "v3_yarn_qlora_bf16", "v3_noqlora_f32",     "v3_fp8",           "v2_softmax_group_limited",
+    "v2_lite_greedy",     "v2_mha_ocr_decoder", "v32_dsa_topk_small", "v32_dsa_topk_large",
+    "v3_dense_long",      "v32_dsa_long",       "v3_lora128"};
+
 struct Reference {
   std::shared_ptr<io::SafetensorsFile> file;
   std::vector<int32_t> ids, greedy;

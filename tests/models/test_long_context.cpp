@@ -14,11 +14,6 @@ using deepseek::cpu;
 
 namespace {
 
-// Every MLA, MHA and DSA fixture: dense V2/V3 (f32, bf16, FP8 weights), the OCR decoder's MHA, V3.2.
-// v3_dense_long (300 tokens) and v32_dsa_long (192) sweep many row blocks; v3_lora128 admits FP8.
-const char* kVariants[] = {"v3_yarn_qlora_bf16", "v3_noqlora_f32",     "v3_fp8",             "v2_softmax_group_limited",
-                           "v2_lite_greedy",     "v2_mha_ocr_decoder", "v32_dsa_topk_small", "v32_dsa_topk_large",
-                           "v3_dense_long",      "v32_dsa_long",       "v3_lora128"};
 
 // The bf16 cache rounds each cached value once (relative 2^-9); on these random-weight fixtures the
 // logits move by up to ~1.3e-2 of their row maximum (measured below and printed; the tiny models
@@ -99,7 +94,7 @@ TEST_CASE("FP8 cache: cached decode equals a full recompute; plain-attention mod
 }
 
 TEST_CASE("bf16 cache: logits within a stated tolerance of the f32 cache", "[model][cache][bf16]") {
-  for (const char* variant : kVariants) {
+  for (const std::string& variant : kCacheVariants) {
     INFO("variant " << variant);
     // v32_dsa_long's top-k cuts are 7e-5 apart (relative; chosen so for the f32 tests): the bf16
     // index key (2^-9) moves them, so its selections, and then its logits, change by design.
@@ -130,7 +125,7 @@ TEST_CASE("bf16 cache: greedy ids equal transformers' where the top-2 margin all
   // step is decided when the f32 run's top-2 margin exceeds twice the largest logit change the bf16
   // cache makes at that step (then no rounding of the cache can reorder the top two): there the
   // bf16 run's argmax must be transformers' id. Other steps are counted and printed.
-  for (const char* variant : kVariants) {
+  for (const std::string& variant : kCacheVariants) {
     INFO("variant " << variant);
     auto ckpt = io::Checkpoint::open(kModels + variant);
     models::DeepSeekV3<cpu> model(ckpt);
@@ -170,7 +165,7 @@ TEST_CASE("bf16 cache: greedy ids equal transformers' where the top-2 margin all
 }
 
 TEST_CASE("bf16 cache: cached decode equals a full recompute with the same cache dtype", "[model][cache][bf16]") {
-  for (const char* variant : kVariants) {
+  for (const std::string& variant : kCacheVariants) {
     INFO("variant " << variant);
     auto ckpt = io::Checkpoint::open(kModels + variant);
     models::DeepSeekV3<cpu> model(ckpt);
@@ -199,7 +194,7 @@ TEST_CASE("bf16 cache: cached decode equals a full recompute with the same cache
 }
 
 TEST_CASE("tiled order and chunked prefill equal the naive order", "[model][prefill]") {
-  for (const char* variant : kVariants) {
+  for (const std::string& variant : kCacheVariants) {
     INFO("variant " << variant);
     auto ckpt = io::Checkpoint::open(kModels + variant);
     models::DeepSeekV3<cpu> plain(ckpt);

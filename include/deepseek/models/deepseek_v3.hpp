@@ -155,6 +155,77 @@ class DeepSeekV3 {
     }, cache, mode);
   }
 
+  // One sequence of a batched step (forward_batch): its n new tokens run at positions
+  // cache->size() .. and are appended to its own cache (contiguous, or paged over a pool).
+  struct BatchSequence {
+    const int32_t* ids = nullptr;
+    int64_t n = 0;
+    nn::KvCache* cache = nullptr;
+    float* logits = nullptr;  // [1, vocab] for the sequence's last token, or null
+  };
+
+  // A step over several sequences at once, each at its own position with its own cache: prefill
+  // chunks and single decode tokens may be mixed, and sequences may join or leave between steps
+  // (the caches are the caller's). Equal to forward() on each sequence alone up to summation
+  // order (tests/models/test_batched.cpp). Every linear layer sees the step's tokens as one matrix
+  // (MLA's projections, the MoE, whose experts then read their weights once for the tokens of all
+  // sequences that picked them, the final norm and lm_head); RoPE, the cache rows, the DSA indexer
+  // and attention run per sequence over its own cache (plain attention, use_mla: false, also its
+  // projections). The step's tokens are not chunked: callers bound them.
+  void forward_batch(const std::vector<BatchSequence>& seqs, nn::MlaMode mode = nn::MlaMode::automatic) const {
+    if (seqs.empty()) throw Error("forward_batch needs at least one sequence");
+    const int64_t d = c_.hidden_size, V = c_.vocab_size, S = int64_t(seqs.size());
+    std::vector<int64_t> off(size_t(S + 1), 0), p0(static_cast<size_t>(S), 0);
+    for (int64_t s = 0; s < S; ++s) {
+      const BatchSequence& q = seqs[size_t(s)];
+      const std::string who = "forward_batch sequence " + std::to_string(s);
+      if (!q.cache || !q.ids || q.n <= 0) throw Error(who + " needs ids, n >= 1 and a cache");
+      for (int64_t t = 0; t < s; ++t)
+        if (seqs[size_t(t)].cache == q.cache) throw Error(who + " shares its cache with sequence " + std::to_string(t));
+      p0[size_t(s)] = q.cache->size();
+      if (p0[size_t(s)] + q.n > q.cache->capacity() || p0[size_t(s)] + q.n > c_.max_position_embeddings)
+        throw Error(who + ": context of " + std::to_string(p0[size_t(s)] + q.n) + " tokens exceeds the KV cache capacity (" +
+                    std::to_string(q.cache->capacity()) + ") or max_position_embeddings (" +
+                    std::to_string(c_.max_position_embeddings) + ")");
+      if (q.cache->num_layers() != int(layers_.size()) || q.cache->width() != nn::DecoderLayer<B>::cache_row_width(c_))
+        throw Error(who + ": the cache was not made for this model (make_cache)");
+      for (int64_t i = 0; i < q.n; ++i)
+        if (q.ids[i] < 0 || q.ids[i] >= V)
+          throw Error(who + ": token id " + std::to_string(q.ids[i]) + " at index " + std::to_string(i) +
+                      " is outside the vocabulary [0, " + std::to_string(V) + ")");
+      off[size_t(s + 1)] = off[size_t(s)] + q.n;
+    }
+    const int64_t N = off[size_t(S)];
+    std::vector<float> h(size_t(N * d));
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t i = 0; i < seqs[size_t(s)].n; ++i)
+        backend::cpu::to_f32(embed_.slice_rows(seqs[size_t(s)].ids[i], seqs[size_t(s)].ids[i] + 1), h.data() + (off[size_t(s)] + i) * d);
+    check_finite(h.data(), N, d, "the input embeddings (model.embed_tokens)");
+    std::vector<typename nn::DecoderLayer<B>::Segment> segs(static_cast<size_t>(S));
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      for (int64_t s = 0; s < S; ++s)
+        segs[size_t(s)] = {off[size_t(s)], seqs[size_t(s)].n, p0[size_t(s)], seqs[size_t(s)].cache->view(int(l)), nullptr};
+      layers_[l].attend_segments(h.data(), segs, mode);
+      layers_[l].feed_forward(h.data(), N);
+      check_finite(h.data(), N, d, "decoder layer", int(l));
+    }
+    for (int64_t s = 0; s < S; ++s) seqs[size_t(s)].cache->resize(p0[size_t(s)] + seqs[size_t(s)].n);
+    // The last row of each sequence that wants logits, normed and projected as one matrix.
+    std::vector<int64_t> want;
+    for (int64_t s = 0; s < S; ++s)
+      if (seqs[size_t(s)].logits) want.push_back(s);
+    if (want.empty()) return;
+    const int64_t R = int64_t(want.size());
+    std::vector<float> last(size_t(R * d)), lg(size_t(R * V));
+    for (int64_t r = 0; r < R; ++r)
+      std::copy(h.data() + (off[size_t(want[size_t(r)] + 1)] - 1) * d, h.data() + off[size_t(want[size_t(r)] + 1)] * d, last.data() + r * d);
+    norm_.forward(last.data(), R, last.data());
+    check_finite(last.data(), R, d, "the final norm (model.norm)");
+    backend::Ops<B>::linear(lm_head_, last.data(), R, lg.data());
+    check_finite(lg.data(), R, V, c_.tie_word_embeddings ? "lm_head (tied to model.embed_tokens)" : "lm_head");
+    for (int64_t r = 0; r < R; ++r) std::copy(lg.data() + r * V, lg.data() + (r + 1) * V, seqs[size_t(want[size_t(r)])].logits);
+  }
+
   // Full-vocabulary logits of the final hidden states h [n, d] (the MTP head may share lm_head).
   void lm_head(const float* h, int64_t n, float* logits) const { backend::Ops<B>::linear(lm_head_, h, n, logits); }
   const TensorView& embedding() const { return embed_; }

@@ -83,6 +83,21 @@ class DecoderLayer {
     else mha_->forward(a.data(), n, p0, cache, b.data());  // one path: `mode` and `selection` are MLA's
     for (int64_t i = 0; i < n * d_; ++i) h[i] += b[size_t(i)];
   }
+  // attend() for several sequences in one call (h: [N, d], the segments' rows in order; each
+  // segment its own positions and cache): MLA's projections see all N rows as one matrix
+  // (Mla::forward_segments); plain attention (use_mla: false) runs segment by segment.
+  using Segment = typename Mla<B>::Segment;
+  void attend_segments(float* h, const std::vector<Segment>& segs, MlaMode mode = MlaMode::automatic) const {
+    const int64_t N = segs.empty() ? 0 : segs.back().off + segs.back().n;
+    std::vector<float> a(static_cast<size_t>(N * d_)), b(static_cast<size_t>(N * d_));
+    input_layernorm_.forward(h, N, a.data());
+    if (mla_) {
+      mla_->forward_segments(a.data(), segs, b.data(), mode);
+    } else {
+      for (const Segment& g : segs) mha_->forward(a.data() + g.off * d_, g.n, g.p0, g.cache, b.data() + g.off * d_);
+    }
+    for (int64_t i = 0; i < N * d_; ++i) h[i] += b[size_t(i)];
+  }
   // out = post_attention_layernorm(h): what the MLP / MoE reads.
   void ffn_input(const float* h, int64_t n, float* out) const { post_attention_layernorm_.forward(h, n, out); }
   void feed_forward(float* h, int64_t n) const {

@@ -104,53 +104,75 @@ class Mla {
   // selection is copied to `selection` when given) and `automatic` means the sparse absorbed order.
   void forward(const float* x, int64_t n, int64_t p0, const CacheView& cache, float* y, MlaMode mode = MlaMode::automatic,
                Selection* selection = nullptr) const {
-    const int64_t H = c_.num_heads, qk = c_.qk_head_dim(), nope = c_.qk_nope_head_dim;
-    const int64_t lora = c_.kv_lora_rank, W = c_.cache_width();
+    forward_segments(x, {Segment{0, n, p0, cache, selection}}, y, mode);
+  }
+
+  // One sequence's rows of a batched step: rows [off, off + n) of x at positions p0 .., its cache.
+  struct Segment {
+    int64_t off = 0, n = 0, p0 = 0;
+    CacheView cache;
+    Selection* selection = nullptr;
+  };
+
+  // forward() for several sequences in one call (x, y: [N, d], N = the segments' rows, in order):
+  // the projections (q, kv_a, o) see all N rows as one matrix; RoPE, the cache rows, the indexer and
+  // the attention order are per segment, each over its own cache.
+  void forward_segments(const float* x, const std::vector<Segment>& segs, float* y, MlaMode mode = MlaMode::automatic) const {
+    const int64_t H = c_.num_heads, qk = c_.qk_head_dim(), nope = c_.qk_nope_head_dim, d = c_.hidden_size;
+    const int64_t lora = c_.kv_lora_rank, W = c_.cache_width(), vd = c_.v_head_dim;
     using Ops = backend::Ops<B>;
+    int64_t N = 0;
+    for (const Segment& g : segs) {
+      if (g.off != N || g.n <= 0) throw Error("Mla::forward_segments: segments must cover the rows in order, each non-empty");
+      N += g.n;
+    }
 
-    // Queries [n, H, qk]; RoPE on each head's last `rope` dims.
-    std::vector<float> q(size_t(n * H * qk)), qa;
+    // Queries [N, H, qk]; RoPE on each head's last `rope` dims at each token's own position.
+    std::vector<float> q(size_t(N * H * qk)), qa;
     if (c_.q_lora_rank > 0) {
-      qa.resize(size_t(n * c_.q_lora_rank));
-      Ops::linear(q_a_proj_, x, n, qa.data());
-      q_a_layernorm_.forward(qa.data(), n, qa.data());
-      Ops::linear(q_b_proj_, qa.data(), n, q.data());
+      qa.resize(size_t(N * c_.q_lora_rank));
+      Ops::linear(q_a_proj_, x, N, qa.data());
+      q_a_layernorm_.forward(qa.data(), N, qa.data());
+      Ops::linear(q_b_proj_, qa.data(), N, q.data());
     } else {
-      Ops::linear(q_proj_, x, n, q.data());
+      Ops::linear(q_proj_, x, N, q.data());
     }
-    for (int64_t t = 0; t < n; ++t)
-      for (int64_t h = 0; h < H; ++h) rope_.apply(q.data() + (t * H + h) * qk + nope, p0 + t);
+    // New latent rows straight into each segment's cache.
+    std::vector<float> kv(size_t(N * W));
+    Ops::linear(kv_a_proj_with_mqa_, x, N, kv.data());
+    for (const Segment& g : segs)
+      for (int64_t t = g.off; t < g.off + g.n; ++t) {
+        const int64_t pos = g.p0 + (t - g.off);
+        for (int64_t h = 0; h < H; ++h) rope_.apply(q.data() + (t * H + h) * qk + nope, pos);
+        float* row = kv.data() + t * W;
+        kv_a_layernorm_.forward(row, 1, row);
+        rope_.apply(row + lora, pos);
+        g.cache.store(pos, 0, row, W);  // rounded once here when the cache is bf16
+      }
 
-    // New latent rows straight into the cache.
-    std::vector<float> kv(size_t(n * W));
-    Ops::linear(kv_a_proj_with_mqa_, x, n, kv.data());
-    for (int64_t t = 0; t < n; ++t) {
-      float* row = kv.data() + t * W;
-      kv_a_layernorm_.forward(row, 1, row);
-      rope_.apply(row + lora, p0 + t);
-      cache.store(p0 + t, 0, row, W);  // rounded once here when the cache is bf16
+    std::vector<float> o(size_t(N * H * vd));
+    for (const Segment& g : segs) {
+      const float* qs = q.data() + g.off * H * qk;
+      float* os = o.data() + g.off * H * vd;
+      const int64_t T = g.p0 + g.n;
+      if (indexer_) {
+        Selection local;
+        Selection& sel = g.selection ? *g.selection : local;
+        indexer_->forward(x + g.off * d, qa.empty() ? nullptr : qa.data() + g.off * c_.q_lora_rank, g.n, g.p0, g.cache, W, sel);
+        if (mode == MlaMode::naive) attend_naive(qs, g.n, g.p0, T, g.cache, os, &sel);
+        else attend_sparse(qs, g.n, sel, g.cache, os);
+        continue;
+      }
+      const MlaMode m = mode == MlaMode::automatic ? choose_order(g.n, g.p0) : mode;
+      if (m == MlaMode::naive) {
+        attend_naive(qs, g.n, g.p0, T, g.cache, os);
+      } else if (m == MlaMode::tiled) {
+        attend_tiled(qs, g.n, g.p0, T, g.cache, os);
+      } else {
+        attend_absorbed(qs, g.n, g.p0, T, g.cache, os);
+      }
     }
-
-    const int64_t T = p0 + n;
-    std::vector<float> o(size_t(n * H * c_.v_head_dim));
-    if (indexer_) {
-      Selection local;
-      Selection& sel = selection ? *selection : local;
-      indexer_->forward(x, qa.data(), n, p0, cache, W, sel);
-      if (mode == MlaMode::naive) attend_naive(q.data(), n, p0, T, cache, o.data(), &sel);
-      else attend_sparse(q.data(), n, sel, cache, o.data());
-      Ops::linear(o_proj_, o.data(), n, y);
-      return;
-    }
-    if (mode == MlaMode::automatic) mode = choose_order(n, p0);
-    if (mode == MlaMode::naive) {
-      attend_naive(q.data(), n, p0, T, cache, o.data());
-    } else if (mode == MlaMode::tiled) {
-      attend_tiled(q.data(), n, p0, T, cache, o.data());
-    } else {
-      attend_absorbed(q.data(), n, p0, T, cache, o.data());
-    }
-    Ops::linear(o_proj_, o.data(), n, y);
+    Ops::linear(o_proj_, o.data(), N, y);
   }
 
  private:
