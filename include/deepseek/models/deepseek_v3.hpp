@@ -123,17 +123,14 @@ class DeepSeekV3 {
   void forward(const int32_t* ids, int64_t n, nn::KvCache& cache, float* logits, bool all_logits = false,
                float* hidden = nullptr, nn::MlaMode mode = nn::MlaMode::automatic) const {
     if (n <= 0) throw Error("forward needs at least one token");
-    const int64_t p0 = cache.size(), d = c_.hidden_size, V = c_.vocab_size;
+    const int64_t p0 = cache.size(), d = c_.hidden_size;
     if (p0 + n > cache.capacity())
       throw Error("context of " + std::to_string(p0 + n) + " tokens exceeds the KV cache capacity of " +
                   std::to_string(cache.capacity()));
     if (p0 + n > c_.max_position_embeddings)
       throw Error("context of " + std::to_string(p0 + n) + " tokens exceeds max_position_embeddings " +
                   std::to_string(c_.max_position_embeddings));
-    for (int64_t i = 0; i < n; ++i)
-      if (ids[i] < 0 || ids[i] >= V)
-        throw Error("token id " + std::to_string(ids[i]) + " at index " + std::to_string(i) +
-                    " is outside the vocabulary [0, " + std::to_string(V) + ")");
+    check_ids(ids, n, "");
     run_chunked(n, logits, all_logits, hidden, [&](int64_t i0, int64_t i1, std::vector<float>& h) {
       h.resize(size_t((i1 - i0) * d));
       for (int64_t i = i0; i < i1; ++i) backend::cpu::to_f32(embed_.slice_rows(ids[i], ids[i] + 1), h.data() + (i - i0) * d);
@@ -189,10 +186,7 @@ class DeepSeekV3 {
                     std::to_string(c_.max_position_embeddings) + ")");
       if (q.cache->num_layers() != int(layers_.size()) || q.cache->width() != nn::DecoderLayer<B>::cache_row_width(c_))
         throw Error(who + ": the cache was not made for this model (make_cache)");
-      for (int64_t i = 0; i < q.n; ++i)
-        if (q.ids[i] < 0 || q.ids[i] >= V)
-          throw Error(who + ": token id " + std::to_string(q.ids[i]) + " at index " + std::to_string(i) +
-                      " is outside the vocabulary [0, " + std::to_string(V) + ")");
+      check_ids(q.ids, q.n, who + ": ");
       off[size_t(s + 1)] = off[size_t(s)] + q.n;
     }
     const int64_t N = off[size_t(S)];
@@ -273,6 +267,14 @@ class DeepSeekV3 {
       backend::Ops<B>::linear(lm_head_, h.data() + (n - rows) * d, rows, logits);
       check_finite(logits, rows, c_.vocab_size, c_.tie_word_embeddings ? "lm_head (tied to model.embed_tokens)" : "lm_head");
     }
+  }
+
+  // Every id in [0, vocab); `prefix` names the sequence in a batched step.
+  void check_ids(const int32_t* ids, int64_t n, const std::string& prefix) const {
+    for (int64_t i = 0; i < n; ++i)
+      if (ids[i] < 0 || ids[i] >= c_.vocab_size)
+        throw Error(prefix + "token id " + std::to_string(ids[i]) + " at index " + std::to_string(i) +
+                    " is outside the vocabulary [0, " + std::to_string(c_.vocab_size) + ")");
   }
 
   // `layer` >= 0 names a decoder layer.

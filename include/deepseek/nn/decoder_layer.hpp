@@ -77,15 +77,12 @@ class DecoderLayer {
   // The two residual halves, apart so tests and tools can look between them.
   void attend(float* h, int64_t n, int64_t p0, const CacheView& cache, MlaMode mode = MlaMode::automatic,
               Selection* selection = nullptr) const {
-    std::vector<float> a(static_cast<size_t>(n * d_)), b(static_cast<size_t>(n * d_));
-    input_layernorm_.forward(h, n, a.data());
-    if (mla_) mla_->forward(a.data(), n, p0, cache, b.data(), mode, selection);
-    else mha_->forward(a.data(), n, p0, cache, b.data());  // one path: `mode` and `selection` are MLA's
-    for (int64_t i = 0; i < n * d_; ++i) h[i] += b[size_t(i)];
+    attend_segments(h, {Segment{0, n, p0, cache, selection}}, mode);
   }
   // attend() for several sequences in one call (h: [N, d], the segments' rows in order; each
   // segment its own positions and cache): MLA's projections see all N rows as one matrix
-  // (Mla::forward_segments); plain attention (use_mla: false) runs segment by segment.
+  // (Mla::forward_segments); plain attention (use_mla: false) runs segment by segment (`mode`
+  // and the selections are MLA's).
   using Segment = typename Mla<B>::Segment;
   void attend_segments(float* h, const std::vector<Segment>& segs, MlaMode mode = MlaMode::automatic) const {
     const int64_t N = segs.empty() ? 0 : segs.back().off + segs.back().n;

@@ -303,15 +303,16 @@ class Bpe {
     }
     const std::greater<uint64_t> later;
     std::make_heap(heap.begin(), heap.end(), later);
-    auto current = [&](uint64_t c) {
+    // Whether entry c still names its pair; `merged` receives the pair's merged id.
+    auto current = [&](uint64_t c, uint32_t& merged) {
       const uint32_t pos = static_cast<uint32_t>(c);
       if (ids[pos] == kDead || next(pos) == none) return false;
-      uint32_t unused = 0;
-      return lookup(ids[pos], ids[next(pos)], unused) == static_cast<uint32_t>(c >> 32);
+      return lookup(ids[pos], ids[next(pos)], merged) == static_cast<uint32_t>(c >> 32);
     };
     auto push = [&](uint32_t r, uint32_t pos) {
       if (heap.size() == capacity) {
-        heap.erase(std::remove_if(heap.begin(), heap.end(), [&](uint64_t c) { return !current(c); }), heap.end());
+        uint32_t unused = 0;
+        heap.erase(std::remove_if(heap.begin(), heap.end(), [&](uint64_t c) { return !current(c, unused); }), heap.end());
         std::make_heap(heap.begin(), heap.end(), later);
       }
       heap.push_back((uint64_t{r} << 32) | pos);
@@ -321,9 +322,8 @@ class Bpe {
       std::pop_heap(heap.begin(), heap.end(), later);
       const uint64_t c = heap.back();
       heap.pop_back();
-      if (!current(c)) continue;  // stale
+      if (!current(c, m)) continue;  // stale
       const uint32_t pos = static_cast<uint32_t>(c), right = next(pos);
-      lookup(ids[pos], ids[right], m);
       const uint32_t after = next(right);
       ids[pos] = m;  // span(m) = span(left) + span(right): next(pos) is now `after`
       ids[right] = kDead;
