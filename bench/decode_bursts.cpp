@@ -98,7 +98,7 @@ int main(int argc, char** argv) try {
   }
   if (prefill != "both") {  // the other side decodes from a copy of this cache
     const int from = prefill == "f32" ? 0 : 1;
-    side[1 - from].cache = side[from].cache;
+    side[1 - from].cache = side[from].cache.clone();
     side[1 - from].first = side[from].first;
   }
   std::string line;

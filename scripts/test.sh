@@ -10,7 +10,8 @@ build="$root/build"
 jobs="${DEEPSEEK_JOBS:-$(nproc)}"
 
 source "$root/scripts/ensure_deps.sh"
-ensure_deps cmake g++ make libeigen3-dev nlohmann-json3-dev catch2 libbenchmark-dev libstb-dev libjpeg62-turbo-dev pkg-config libpoppler-cpp-dev
+ensure_deps cmake g++ make libeigen3-dev nlohmann-json3-dev catch2 libbenchmark-dev libstb-dev libjpeg62-turbo-dev pkg-config libpoppler-cpp-dev \
+  libcpp-httplib-dev curl
 
 cmake -S "$root" -B "$build" "$@"
 cmake --build "$build" -j "$jobs"

@@ -33,6 +33,7 @@
 #include "deepseek/generate/generator.hpp"
 #include "deepseek/generate/no_repeat_ngram.hpp"
 #include "deepseek/generate/sampler.hpp"
+#include "deepseek/generate/scheduler.hpp"
 #include "deepseek/generate/speculative.hpp"
 #include "deepseek/tokenizer.hpp"
 #include "deepseek/vision/grounding.hpp"

@@ -172,3 +172,56 @@ TEST_CASE("KV cache dtype errors", "[nn][cache][errors]") {
   REQUIRE(nn::parse_cache_dtype("fp8") == nn::CacheDType::fp8_e4m3);
   REQUIRE_THROWS_WITH(nn::parse_cache_dtype("e5m2", "--cache-dtype"), Catch::Contains("expected f32, bf16 or fp8"));
 }
+
+// KvPool: caches over one shared pool take blocks as they grow and give them back; their rows never
+// overlap, read back as written (the same values as a cache with its own storage), and a pool
+// that is out of blocks refuses to grow a cache instead of handing out a block twice.
+TEST_CASE("KvPool: pooled caches grow, share, refuse and give back blocks", "[nn][kv_cache]") {
+  for (auto dtype : {nn::CacheDType::f32, nn::CacheDType::bf16, nn::CacheDType::fp8_e4m3}) {
+    const int64_t lora = 256, W = lora + 16;
+    auto pool = std::make_shared<nn::KvPool>(2, W, 6, 3, dtype, lora);  // 6 blocks of 3 rows
+    REQUIRE(pool->free_blocks() == 6);
+    nn::KvCache a(pool, 12), b(pool, 9);
+    REQUIRE(a.capacity() == 0);
+    REQUIRE(a.reserve(7));  // 3 blocks
+    REQUIRE(a.capacity() == 9);
+    REQUIRE(b.reserve(9));  // 3 blocks: the pool is empty now
+    REQUIRE(pool->free_blocks() == 0);
+    REQUIRE_FALSE(a.reserve(10));  // would need a fourth block
+    REQUIRE(a.capacity() == 9);
+    REQUIRE_THROWS_WITH(a.reserve(13), Catch::Contains("outside [0, 12]"));
+    REQUIRE_THROWS_WITH(a.clone(), Catch::Contains("cannot be cloned"));
+    // Distinct rows per cache and layer, compared with a contiguous cache given the same rows.
+    nn::KvCache ref_a(2, W, 9, nn::CacheLayout::contiguous, 16, dtype, lora), ref_b(2, W, 9, nn::CacheLayout::contiguous, 16, dtype, lora);
+    std::mt19937 rng(5);
+    std::normal_distribution<float> nd;
+    std::vector<float> row(static_cast<size_t>(W));
+    for (int l = 0; l < 2; ++l)
+      for (int64_t t = 0; t < 9; ++t) {
+        for (auto* pair : {&a, &b}) {
+          for (auto& v : row) v = nd(rng);
+          pair->view(l).store(t, 0, row.data(), W);
+          (pair == &a ? ref_a : ref_b).view(l).store(t, 0, row.data(), W);
+        }
+      }
+    std::vector<float> got(static_cast<size_t>(W)), want(static_cast<size_t>(W));
+    for (int l = 0; l < 2; ++l)
+      for (int64_t t = 0; t < 9; ++t)
+        for (auto* pair : {&a, &b}) {
+          pair->view(l).load(t, 0, got.data(), W);
+          (pair == &a ? ref_a : ref_b).view(l).load(t, 0, want.data(), W);
+          REQUIRE(got == want);
+        }
+    // Moving keeps the blocks with the rows; releasing gives them back.
+    nn::KvCache moved = std::move(a);
+    REQUIRE(moved.blocks_held() == 3);
+    REQUIRE(pool->free_blocks() == 0);
+    moved.release();
+    REQUIRE(pool->free_blocks() == 3);
+    REQUIRE(moved.capacity() == 0);
+    { nn::KvCache gone = std::move(b); }  // destroyed: its blocks come back
+    REQUIRE(pool->free_blocks() == 6);
+  }
+  REQUIRE_THROWS_WITH(nn::KvPool(1, 8, 0, 4), Catch::Contains("between 1 and"));
+  REQUIRE_THROWS_WITH(nn::KvCache(std::shared_ptr<nn::KvPool>(), 4), Catch::Contains("needs a pool"));
+}

@@ -482,3 +482,34 @@ TEST_CASE("chat: unknown roles and misplaced tool_calls are errors, not dropped"
     CHECK(std::string(e.what()).size() < 400);
   }
 }
+
+// R1's streamed answer split into reasoning and reply at every possible piece boundary: the
+// result must not depend on where the stream was cut (a "</think>" split across pieces included).
+TEST_CASE("ThinkingSplitter: reasoning and reply, whatever the pieces", "[tokenizer][chat]") {
+  const std::string text = "Let me think. a </thin b </think>\n\nThe answer is 4.\n</think> stays";
+  const std::string want_reasoning = "Let me think. a </thin b ", want_content = "The answer is 4.\n</think> stays";
+  for (size_t a = 0; a <= text.size(); ++a)
+    for (size_t b = a; b <= text.size(); b += 3) {
+      deepseek::chat::ThinkingSplitter s;
+      std::string reasoning, content;
+      for (const std::string& piece : {text.substr(0, a), text.substr(a, b - a), text.substr(b)}) {
+        const auto p = s.push(piece);
+        reasoning += p.reasoning;
+        content += p.content;
+      }
+      const auto f = s.finish();
+      reasoning += f.reasoning;
+      content += f.content;
+      INFO("cut at " << a << ", " << b);
+      REQUIRE(reasoning == want_reasoning);
+      REQUIRE(content == want_content);
+    }
+  // Never closed: all reasoning, a held-back "</thi" included.
+  deepseek::chat::ThinkingSplitter open;
+  auto p = open.push("still thinking </thi");
+  REQUIRE(p.reasoning == "still thinking ");
+  REQUIRE(open.finish().reasoning == "</thi");
+  // V3 (no thinking): all content, newlines kept.
+  deepseek::chat::ThinkingSplitter v3(false);
+  REQUIRE(v3.push("\n\nhi </think>").content == "\n\nhi </think>");
+}

@@ -102,19 +102,25 @@ class DeepSeekV3 {
   // Throws before allocating a cache this machine cannot hold (check_fits_in_memory).
   nn::KvCache make_cache(const CacheOptions& o = {}) const {
     if (o.max_tokens < 1) throw Error("CacheOptions::max_tokens must be at least 1, got " + std::to_string(o.max_tokens));
-    const int64_t width = nn::DecoderLayer<B>::cache_row_width(c_);
-    if (o.dtype == nn::CacheDType::fp8_e4m3 && !c_.use_mla)
-      throw Error("an FP8 KV cache quantizes the MLA latent; this model uses plain multi-head attention (use_mla false): use f32 or bf16",
-                  in_file(ckpt_->dir()));
-    const bool fp8 = o.dtype == nn::CacheDType::fp8_e4m3;
-    const int64_t fp8_values = fp8 ? c_.kv_lora_rank : 0;
-    // V3.2 under the FP8 indexer: its keys are already e4m3 values, cached as such (kv_cache.hpp).
-    const int64_t index_fp8 =
-        fp8 && c_.has_indexer() && opts_.indexer_precision == nn::IndexerPrecision::fp8_hadamard ? c_.index_head_dim : 0;
-    check_fits_in_memory(
-        double(c_.num_hidden_layers) * double(nn::cache_row_bytes(o.dtype, width, fp8_values, index_fp8)) * double(o.max_tokens),
-        "a KV cache of " + std::to_string(o.max_tokens) + " tokens");
-    return nn::KvCache(c_.num_hidden_layers, width, o.max_tokens, o.layout, o.block_size, o.dtype, fp8_values, index_fp8);
+    const RowLayout r = row_layout(o.dtype);
+    check_fits_in_memory(double(c_.num_hidden_layers) * double(nn::cache_row_bytes(o.dtype, r.width, r.fp8_values, r.index_fp8)) *
+                             double(o.max_tokens),
+                         "a KV cache of " + std::to_string(o.max_tokens) + " tokens");
+    return nn::KvCache(c_.num_hidden_layers, r.width, o.max_tokens, o.layout, o.block_size, o.dtype, r.fp8_values, r.index_fp8);
+  }
+
+  // A block pool shared by the pooled caches of many sequences (nn::KvPool; what
+  // generate::Scheduler owns): rows for `tokens` tokens in blocks of block_size, in the cache
+  // dtype of CacheOptions. Caches over it: nn::KvCache(pool, max_tokens).
+  std::shared_ptr<nn::KvPool> make_pool(int64_t tokens, int64_t block_size = 16, nn::CacheDType dtype = nn::CacheDType::bf16) const {
+    if (tokens < 1) throw Error("a KV pool needs at least 1 token, got " + std::to_string(tokens));
+    if (block_size < 1) throw Error("a KV pool needs block_size >= 1, got " + std::to_string(block_size));
+    const RowLayout r = row_layout(dtype);
+    const int64_t blocks = (tokens + block_size - 1) / block_size;
+    check_fits_in_memory(double(c_.num_hidden_layers) * double(nn::cache_row_bytes(dtype, r.width, r.fp8_values, r.index_fp8)) *
+                             double(blocks) * double(block_size),
+                         "a KV pool of " + std::to_string(tokens) + " tokens");
+    return std::make_shared<nn::KvPool>(c_.num_hidden_layers, r.width, blocks, block_size, dtype, r.fp8_values, r.index_fp8);
   }
 
   // Runs ids[0:n) at positions cache.size() .. and appends them to the cache.
@@ -225,6 +231,21 @@ class DeepSeekV3 {
   const TensorView& embedding() const { return embed_; }
 
  private:
+  struct RowLayout {
+    int64_t width, fp8_values, index_fp8;
+  };
+  // A cache row of this model in `dtype`: its values, and the FP8 prefix and suffix (kv_cache.hpp).
+  RowLayout row_layout(nn::CacheDType dtype) const {
+    if (dtype == nn::CacheDType::fp8_e4m3 && !c_.use_mla)
+      throw Error("an FP8 KV cache quantizes the MLA latent; this model uses plain multi-head attention (use_mla false): use f32 or bf16",
+                  in_file(ckpt_->dir()));
+    const bool fp8 = dtype == nn::CacheDType::fp8_e4m3;
+    // V3.2 under the FP8 indexer: its keys are already e4m3 values, cached as such (kv_cache.hpp).
+    const int64_t index_fp8 =
+        fp8 && c_.has_indexer() && opts_.indexer_precision == nn::IndexerPrecision::fp8_hadamard ? c_.index_head_dim : 0;
+    return {nn::DecoderLayer<B>::cache_row_width(c_), fp8 ? c_.kv_lora_rank : 0, index_fp8};
+  }
+
   // Splits n input rows into prefill chunks; fill(i0, i1, h) writes rows [i0, i1) of the input.
   // Each chunk runs every layer and appends to the cache; logits rows come from the chunks that
   // own them (all of them with all_logits, else the last chunk's last row).

@@ -179,4 +179,66 @@ inline std::vector<Message> messages_from_json(const nlohmann::json& j, const st
   return out;
 }
 
+// R1's answer after its generation prompt "<think>\n": the reasoning, "</think>", then the reply
+// (usually after "\n\n"). Splits streamed text into the two parts as it comes, as DeepSeek's API
+// returns them (reasoning_content and content): the "</think>" itself and the newlines right
+// after it belong to neither; a possible partial "</think>" at the end of a piece is held back
+// until the next piece decides it. thinking = false (V3): everything is content.
+class ThinkingSplitter {
+ public:
+  struct Parts {
+    std::string reasoning, content;
+  };
+  explicit ThinkingSplitter(bool thinking = true) : in_think_(thinking), started_content_(!thinking) {}
+
+  Parts push(const std::string& text) {
+    Parts out;
+    if (!in_think_) {
+      append_content(out, text);
+      return out;
+    }
+    held_ += text;
+    const std::string kEnd = "</think>";
+    const size_t at = held_.find(kEnd);
+    if (at != std::string::npos) {
+      out.reasoning = held_.substr(0, at);
+      in_think_ = false;
+      const std::string rest = held_.substr(at + kEnd.size());
+      held_.clear();
+      append_content(out, rest);
+      return out;
+    }
+    size_t keep = 0;
+    for (size_t k = std::min(kEnd.size() - 1, held_.size()); k > 0; --k)
+      if (held_.compare(held_.size() - k, k, kEnd, 0, k) == 0) {
+        keep = k;
+        break;
+      }
+    out.reasoning = held_.substr(0, held_.size() - keep);
+    held_.erase(0, held_.size() - keep);
+    return out;
+  }
+  // The end of the text: a held-back partial "</think>" was reasoning after all.
+  Parts finish() {
+    Parts out;
+    if (in_think_) out.reasoning = held_;
+    held_.clear();
+    return out;
+  }
+  bool thinking() const { return in_think_; }
+
+ private:
+  void append_content(Parts& out, const std::string& text) {
+    size_t i = 0;
+    if (!started_content_)
+      while (i < text.size() && text[i] == '\n') ++i;
+    if (i < text.size()) started_content_ = true;
+    out.content += text.substr(i);
+  }
+
+  bool in_think_;
+  bool started_content_;
+  std::string held_;
+};
+
 }  // namespace deepseek::chat
