@@ -49,7 +49,7 @@ int run_chat(int argc, char** argv) {
     return 0;
   }
   args.reject_positional();
-  if (args.get("backend", "cpu") != "cpu") throw Error("--backend " + excerpt(args.get("backend")) + " is not available (this build has: cpu)");
+  cli::require_cpu_backend(args);
   if (args.flag("r1") && args.flag("v3")) throw Error("give at most one of --r1 and --v3");
   cli::apply_threads(args);
   const std::string dir = args.required("model");
@@ -170,9 +170,7 @@ int run_chat(int argc, char** argv) {
     bool stopped = false;
     for (int64_t i = 0; i < budget; ++i) {
       const int32_t next = sampler.sample(logits.data(), V);
-      bool eos = false;
-      for (int64_t e : cfg.eos_token_ids) eos = eos || e == next;
-      if (eos) break;
+      if (cfg.is_eos(next)) break;
       const std::string piece = stream.push(tokenizer::TokenId(next));
       answer += piece;
       show(split.push(piece));

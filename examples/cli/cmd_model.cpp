@@ -70,7 +70,7 @@ int run_logits(int argc, char** argv) {
     return 0;
   }
   args.reject_positional();
-  if (args.get("backend", "cpu") != "cpu") throw Error("--backend " + excerpt(args.get("backend")) + " is not available (this build has: cpu)");
+  cli::require_cpu_backend(args);
   cli::apply_threads(args);
   const ActivationDType activations = cli::parse_activations(args);
   const auto ids = parse_ids(args.required("ids"));
@@ -101,7 +101,7 @@ int run_generate(int argc, char** argv) {
     return 0;
   }
   args.reject_positional();
-  if (args.get("backend", "cpu") != "cpu") throw Error("--backend " + excerpt(args.get("backend")) + " is not available (this build has: cpu)");
+  cli::require_cpu_backend(args);
   cli::apply_threads(args);
   if (args.has("ids") == args.has("prompt")) throw Error("give exactly one of --ids and --prompt");
   const std::string dir = args.required("model");

@@ -302,7 +302,7 @@ int run_serve(int argc, char** argv) {
     return 0;
   }
   args.reject_positional();
-  if (args.get("backend", "cpu") != "cpu") throw Error("--backend " + excerpt(args.get("backend")) + " is not available (this build has: cpu)");
+  cli::require_cpu_backend(args);
   cli::apply_threads(args);
   const std::string dir = args.required("model");
   const std::string host = args.get("host", "127.0.0.1");

@@ -125,6 +125,11 @@ inline void apply_threads(const Args& args) {
   if (args.has("threads")) set_num_threads(threads_option(args, 1));
 }
 
+// --backend: this build runs on the CPU only.
+inline void require_cpu_backend(const Args& args) {
+  if (args.get("backend", "cpu") != "cpu") throw Error("--backend " + excerpt(args.get("backend")) + " is not available (this build has: cpu)");
+}
+
 // --activations f32|bf16 (default f32): what the inputs of the linear layers are rounded to.
 inline ActivationDType parse_activations(const Args& args) {
   const std::string a = args.get("activations", "f32");

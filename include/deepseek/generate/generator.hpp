@@ -99,11 +99,7 @@ class Generator {
   const GenerateStats& stats() const { return stats_; }
 
  private:
-  bool is_eos(int32_t id) const {
-    for (int64_t e : model_.config().eos_token_ids)
-      if (e == id) return true;
-    return false;
-  }
+  bool is_eos(int32_t id) const { return model_.config().is_eos(id); }
 
   const Model& model_;
   nn::KvCache& cache_;

@@ -443,11 +443,7 @@ class Scheduler {
     stats_.preemptions = stats_preemptions_;
   }
 
-  bool is_eos(int32_t id) const {
-    for (int64_t e : model_.config().eos_token_ids)
-      if (e == id) return true;
-    return false;
-  }
+  bool is_eos(int32_t id) const { return model_.config().is_eos(id); }
 
   const Model& model_;
   SchedulerOptions o_;

@@ -171,11 +171,7 @@ class SpeculativeGenerator {
     return sampler_.draw(residual_);
   }
 
-  bool is_eos(int32_t id) const {
-    for (int64_t e : model_.config().eos_token_ids)
-      if (e == id) return true;
-    return false;
-  }
+  bool is_eos(int32_t id) const { return model_.config().is_eos(id); }
 
   const Model& model_;
   const Draft& draft_;

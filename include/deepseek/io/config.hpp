@@ -91,6 +91,7 @@ struct ModelConfig {
   bool tie_word_embeddings = false;
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;
+  bool is_eos(int64_t id) const { return std::find(eos_token_ids.begin(), eos_token_ids.end(), id) != eos_token_ids.end(); }
 
   int num_nextn_predict_layers = 0;  // MTP modules stored after the main layers
 
