@@ -223,7 +223,7 @@ void BM_attention(benchmark::State& state) {
                                    native};
   const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
-    backend::Ops<cpu>::latent_attention(qa.data(), 1, H, kKvLora, kRope, 0.07f, r, o.data());
+    backend::cpu::latent_attention(qa.data(), 1, H, kKvLora, kRope, 0.07f, r, o.data());
     benchmark::DoNotOptimize(o.data());
   }
   const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / double(state.iterations());

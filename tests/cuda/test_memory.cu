@@ -4,8 +4,10 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace dc = deepseek::backend::cuda;
 
@@ -28,10 +30,15 @@ TEST_CASE("bf16 tensor round-trips host -> device -> host", "[cuda]") {
     CHECK_THROWS_AS(deepseek::Tensor::empty(deepseek::DType::bf16, {4}, deepseek::Device::cuda), deepseek::Error);
     return;
   }
-  // Odd shape, every bf16 bit pattern that fits, so any byte lost or reordered shows.
-  deepseek::Tensor host = deepseek::Tensor::empty(deepseek::DType::bf16, {3, 7, 5});
+  // Odd shape {7, 9363} (65,541 values) holding every one of the 65,536 bf16 bit patterns (NaNs,
+  // infinities, subnormals, -0 included) in a scrambled order: i -> i * 40503 mod 2^16 is a
+  // bijection (40503 is odd), so any byte lost, swapped or reordered shows.
+  deepseek::Tensor host = deepseek::Tensor::empty(deepseek::DType::bf16, {7, 9363});
   auto* h = host.data_as<uint16_t>();
-  for (int64_t i = 0; i < host.numel(); ++i) h[i] = static_cast<uint16_t>(i * 2654435761u >> 16);
+  for (int64_t i = 0; i < host.numel(); ++i) h[i] = static_cast<uint16_t>((uint32_t(i) * 40503u) & 0xffffu);
+  std::vector<bool> seen(65536, false);
+  for (int64_t i = 0; i < host.numel(); ++i) seen[h[i]] = true;
+  REQUIRE(std::count(seen.begin(), seen.end(), true) == 65536);
 
   deepseek::Tensor dev = dc::to_device(host);
   CHECK(dev.device() == deepseek::Device::cuda);

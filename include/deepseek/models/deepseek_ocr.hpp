@@ -21,6 +21,7 @@
 // (config's global_view_pos "head" is ignored by both).
 #pragma once
 
+#include "deepseek/backend/ops.hpp"
 #include "deepseek/core/error.hpp"
 #include "deepseek/io/checkpoint.hpp"
 #include "deepseek/io/json.hpp"
@@ -45,23 +46,25 @@ inline int64_t ocr_image_rows(int64_t global_side, int64_t tile_side, int64_t ti
 }
 
 // The 2-D layout of one image (header comment): global [g*g, d], tiles [tiles_w*tiles_h][t*t, d]
-// (row-major grid order each), newline / separator [d]. Appends the rows to `out`.
-inline void ocr_layout(const std::vector<float>& global, int64_t g, const std::vector<std::vector<float>>& tiles, int64_t t,
-                       int64_t tiles_w, int64_t tiles_h, const float* newline, const float* separator, int64_t d,
-                       std::vector<float>& out) {
-  auto row = [&](const float* p) { out.insert(out.end(), p, p + d); };
+// (row-major grid order each), newline / separator [d], all on B's device. out (resized) gets the
+// ocr_image_rows(g, t, tiles_w, tiles_h) rows: one strided copy per view, one repeat per newline column.
+template <class B = ::deepseek::cpu>
+void ocr_layout(const backend::Buffer<B>& global, int64_t g, const std::vector<backend::Buffer<B>>& tiles, int64_t t,
+                int64_t tiles_w, int64_t tiles_h, const float* newline, const float* separator, int64_t d,
+                backend::Buffer<B>& out) {
+  using Ops = backend::Ops<B>;
+  out.resize(size_t(ocr_image_rows(g, t, tiles_w, tiles_h) * d));
+  float* o = out.data();
   if (tiles_w > 1 || tiles_h > 1) {
-    for (int64_t r = 0; r < tiles_h * t; ++r) {
-      for (int64_t c = 0; c < tiles_w * t; ++c)
-        row(tiles[size_t((r / t) * tiles_w + c / t)].data() + ((r % t) * t + c % t) * d);
-      row(newline);
-    }
+    const int64_t w = tiles_w * t + 1;  // a canvas row and its newline
+    for (int64_t k = 0; k < tiles_w * tiles_h; ++k)  // tile k's t x t rows at canvas (k / tiles_w, k % tiles_w)
+      Ops::copy2d(tiles[size_t(k)].data(), t * d, o + ((k / tiles_w) * t * w + (k % tiles_w) * t) * d, w * d, t, t * d);
+    Ops::repeat_row(newline, d, tiles_h * t, o + (w - 1) * d, w * d);
+    o += tiles_h * t * w * d;
   }
-  for (int64_t r = 0; r < g; ++r) {
-    for (int64_t c = 0; c < g; ++c) row(global.data() + (r * g + c) * d);
-    row(newline);
-  }
-  row(separator);
+  Ops::copy2d(global.data(), g * d, o, (g + 1) * d, g, g * d);
+  Ops::repeat_row(newline, d, g, o + g * d, (g + 1) * d);
+  Ops::copy2d(separator, d, o + g * (g + 1) * d, d, 1, d);
 }
 
 // Python's str.strip(): removes Unicode whitespace (str.isspace) at both ends.
@@ -108,10 +111,12 @@ inline std::vector<std::string_view> ocr_split_prompt(std::string_view text, int
   return splits;
 }
 
-// A prompt ready for the decoder: ids with one <image> id per vision row, and those rows in order.
-struct OcrPrompt {
+// A prompt ready for the decoder: ids with one <image> id per vision row, and those rows in order
+// (on B's device; OcrPrompt is the CPU one).
+template <class B>
+struct BasicOcrPrompt {
   std::vector<int32_t> ids;
-  std::vector<float> vision;           // [vision_rows, d]
+  backend::Buffer<B> vision;           // [vision_rows, d]
   std::vector<int64_t> rows_per_image;  // how many of the rows each image has
   int64_t vision_rows() const {
     int64_t n = 0;
@@ -119,6 +124,7 @@ struct OcrPrompt {
     return n;
   }
 };
+using OcrPrompt = BasicOcrPrompt<::deepseek::cpu>;
 
 template <class B>
 class DeepSeekOcr {
@@ -136,10 +142,9 @@ class DeepSeekOcr {
                       std::to_string(d_),
                   at_field("projector_config.n_embed", dir + "/config.json"));
     const io::Weights model = io::Weights(ckpt_).sub("model");
-    newline_.resize(size_t(d_));
-    separator_.resize(size_t(d_));
-    backend::cpu::to_f32(model.get("image_newline", Shape{d_}, {DType::f32, DType::bf16, DType::f16}), newline_.data());
-    backend::cpu::to_f32(model.get("view_seperator", Shape{d_}, {DType::f32, DType::bf16, DType::f16}), separator_.data());
+    const std::initializer_list<DType> fl = {DType::f32, DType::bf16, DType::f16};
+    newline_ = backend::Ops<B>::vector_f32(model.get("image_newline", Shape{d_}, fl));
+    separator_ = backend::Ops<B>::vector_f32(model.get("view_seperator", Shape{d_}, fl));
     const auto id = tok_.token_to_id(std::string(kImageToken));
     if (!id) throw Error("the tokenizer has no <image> token", in_file(dir + "/tokenizer.json"));
     image_token_id_ = int32_t(*id);
@@ -157,19 +162,19 @@ class DeepSeekOcr {
   const io::ModelConfig& config() const { return decoder_.config(); }
   int32_t image_token_id() const { return image_token_id_; }
   int64_t n_embed() const { return d_; }
-  const std::vector<float>& image_newline() const { return newline_; }
-  const std::vector<float>& view_separator() const { return separator_; }
+  const backend::Buffer<B>& image_newline() const { return newline_; }
+  const backend::Buffer<B>& view_separator() const { return separator_; }
   nn::KvCache make_cache(const CacheOptions& o = {}) const { return decoder_.make_cache(o); }
 
   // The vision rows of one preprocessed image [rows, d], in decoder order (header comment).
-  std::vector<float> encode_image(const vision::PreparedImage& img) const {
+  backend::Buffer<B> encode_image(const vision::PreparedImage& img) const {
     const bool tiled = img.tiles_w > 1 || img.tiles_h > 1;
     if (tiled && int64_t(img.tiles.size()) != int64_t(img.tiles_w) * int64_t(img.tiles_h))
       throw Error("prepared image has " + std::to_string(img.tiles.size()) + " tiles for a " + std::to_string(img.tiles_w) + "x" +
                   std::to_string(img.tiles_h) + " grid");
-    std::vector<float> global;
+    backend::Buffer<B> global;
     const int64_t g = encoder_.forward(img.global.chw.data(), int64_t(img.global.size), global);
-    std::vector<std::vector<float>> tiles;
+    std::vector<backend::Buffer<B>> tiles;
     int64_t t = 0;
     if (tiled) {
       tiles.resize(img.tiles.size());
@@ -179,17 +184,16 @@ class DeepSeekOcr {
         t = side;
       }
     }
-    std::vector<float> out;
-    out.reserve(size_t(ocr_image_rows(g, t, img.tiles_w, img.tiles_h) * d_));
-    ocr_layout(global, g, tiles, t, img.tiles_w, img.tiles_h, newline_.data(), separator_.data(), d_, out);
+    backend::Buffer<B> out;
+    ocr_layout<B>(global, g, tiles, t, img.tiles_w, img.tiles_h, newline_.data(), separator_.data(), d_, out);
     return out;
   }
 
   // The prompt of HF infer(): `text` stripped, one <image> per image (each image's rows from encode_image).
-  OcrPrompt make_prompt(std::string_view text, std::vector<std::vector<float>> image_rows) const {
+  BasicOcrPrompt<B> make_prompt(std::string_view text, std::vector<backend::Buffer<B>> image_rows) const {
     const auto splits = ocr_split_prompt(text, int64_t(image_rows.size()));
     const size_t placeholders = splits.size() - 1;
-    OcrPrompt p;
+    BasicOcrPrompt<B> p;
     p.ids.push_back(int32_t(config().bos_token_id));
     for (size_t k = 0; k < splits.size(); ++k) {
       for (auto id : tok_.encode(splits[k], false)) p.ids.push_back(int32_t(id));
@@ -198,34 +202,45 @@ class DeepSeekOcr {
       const int64_t rows = int64_t(image_rows[k].size()) / d_;
       p.ids.insert(p.ids.end(), size_t(rows), image_token_id_);
       p.rows_per_image.push_back(rows);
-      p.vision.insert(p.vision.end(), image_rows[k].begin(), image_rows[k].end());
+    }
+    p.vision.resize(size_t(p.vision_rows() * d_));  // the images' rows one after another
+    int64_t at = 0;
+    for (size_t k = 0; k < placeholders; ++k) {
+      backend::Ops<B>::copy2d(image_rows[k].data(), d_, p.vision.data() + at * d_, d_, p.rows_per_image[k], d_);
+      at += p.rows_per_image[k];
     }
     return p;
   }
-  OcrPrompt make_prompt(std::string_view text, const std::vector<vision::PreparedImage>& images) const {
+  BasicOcrPrompt<B> make_prompt(std::string_view text, const std::vector<vision::PreparedImage>& images) const {
     ocr_split_prompt(text, int64_t(images.size()));  // a wrong prompt fails before the encoder runs
-    std::vector<std::vector<float>> rows;
+    std::vector<backend::Buffer<B>> rows;
     for (const auto& img : images) rows.push_back(encode_image(img));
     return make_prompt(text, std::move(rows));
   }
 
   // Input embeddings of a prompt [ids.size(), d]: embed_tokens rows, the vision rows at the <image> ids.
-  std::vector<float> embeddings(const OcrPrompt& p) const {
+  // The ids are host values: each run of text ids is one Ops::embedding, each run of <image> ids one
+  // copy of the next vision rows.
+  backend::Buffer<B> embeddings(const BasicOcrPrompt<B>& p) const {
+    using Ops = backend::Ops<B>;
     const int64_t n = int64_t(p.ids.size()), V = config().vocab_size;
-    std::vector<float> h(size_t(n * d_));
+    backend::Buffer<B> h(size_t(n * d_));
     const TensorView& embed = decoder_.embedding();
+    const int32_t* ids = p.ids.data();
     int64_t next = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      const int32_t id = p.ids[size_t(i)];
-      if (id == image_token_id_) {
-        if ((next + 1) * d_ > int64_t(p.vision.size())) throw Error("the prompt has more <image> ids than vision rows");
-        std::copy(p.vision.begin() + next * d_, p.vision.begin() + (next + 1) * d_, h.begin() + i * d_);
-        ++next;
+    for (int64_t i = 0, j = 0; i < n; i = j) {
+      if (ids[i] == image_token_id_) {
+        while (j < n && ids[j] == image_token_id_) ++j;
+        if ((next + j - i) * d_ > int64_t(p.vision.size()))
+          throw Error("the prompt has more <image> ids than vision rows");
+        Ops::copy2d(p.vision.data() + next * d_, d_, h.data() + i * d_, d_, j - i, d_);
+        next += j - i;
       } else {
-        if (id < 0 || id >= V)
-          throw Error("token id " + std::to_string(id) + " at index " + std::to_string(i) + " is outside the vocabulary [0, " +
-                      std::to_string(V) + ")");
-        backend::cpu::to_f32(embed.slice_rows(id, id + 1), h.data() + i * d_);
+        for (; j < n && ids[j] != image_token_id_; ++j)
+          if (ids[j] < 0 || ids[j] >= V)
+            throw Error("token id " + std::to_string(ids[j]) + " at index " + std::to_string(j) +
+                        " is outside the vocabulary [0, " + std::to_string(V) + ")");
+        Ops::embedding(embed, ids + i, j - i, h.data() + i * d_);
       }
     }
     if (next * d_ != int64_t(p.vision.size())) throw Error("the prompt has fewer <image> ids than vision rows");
@@ -233,8 +248,8 @@ class DeepSeekOcr {
   }
 
   // Runs the prompt (appends it to the cache); logits of the last position [vocab] (all: [n, vocab]).
-  void prefill(const OcrPrompt& p, nn::KvCache& cache, float* logits, bool all_logits = false) const {
-    const std::vector<float> h = embeddings(p);
+  void prefill(const BasicOcrPrompt<B>& p, nn::KvCache& cache, float* logits, bool all_logits = false) const {
+    const backend::Buffer<B> h = embeddings(p);
     decoder_.forward_embeddings(h.data(), int64_t(p.ids.size()), cache, logits, all_logits);
   }
 
@@ -261,7 +276,7 @@ class DeepSeekOcr {
   tokenizer::Tokenizer tok_;
   nn::DeepEncoder<B> encoder_;
   int64_t d_ = 0;
-  std::vector<float> newline_, separator_;
+  backend::Buffer<B> newline_, separator_;  // [d] f32 on B's device
   int32_t image_token_id_ = -1;
 };
 

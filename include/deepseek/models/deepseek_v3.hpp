@@ -106,7 +106,8 @@ class DeepSeekV3 {
     check_fits_in_memory(double(c_.num_hidden_layers) * double(nn::cache_row_bytes(o.dtype, r.width, r.fp8_values, r.index_fp8)) *
                              double(o.max_tokens),
                          "a KV cache of " + std::to_string(o.max_tokens) + " tokens");
-    return nn::KvCache(c_.num_hidden_layers, r.width, o.max_tokens, o.layout, o.block_size, o.dtype, r.fp8_values, r.index_fp8);
+    return nn::KvCache(c_.num_hidden_layers, r.width, o.max_tokens, o.layout, o.block_size, o.dtype, r.fp8_values, r.index_fp8,
+                       B::device);
   }
 
   // A block pool shared by the pooled caches of many sequences (nn::KvPool; what
@@ -120,7 +121,8 @@ class DeepSeekV3 {
     check_fits_in_memory(double(c_.num_hidden_layers) * double(nn::cache_row_bytes(dtype, r.width, r.fp8_values, r.index_fp8)) *
                              double(blocks) * double(block_size),
                          "a KV pool of " + std::to_string(tokens) + " tokens");
-    return std::make_shared<nn::KvPool>(c_.num_hidden_layers, r.width, blocks, block_size, dtype, r.fp8_values, r.index_fp8);
+    return std::make_shared<nn::KvPool>(c_.num_hidden_layers, r.width, blocks, block_size, dtype, r.fp8_values, r.index_fp8,
+                                        B::device);
   }
 
   // Runs ids[0:n) at positions cache.size() .. and appends them to the cache.
@@ -137,9 +139,9 @@ class DeepSeekV3 {
       throw Error("context of " + std::to_string(p0 + n) + " tokens exceeds max_position_embeddings " +
                   std::to_string(c_.max_position_embeddings));
     check_ids(ids, n, "");
-    run_chunked(n, logits, all_logits, hidden, [&](int64_t i0, int64_t i1, std::vector<float>& h) {
+    run_chunked(n, logits, all_logits, hidden, [&](int64_t i0, int64_t i1, backend::Buffer<B>& h) {
       h.resize(size_t((i1 - i0) * d));
-      for (int64_t i = i0; i < i1; ++i) backend::cpu::to_f32(embed_.slice_rows(ids[i], ids[i] + 1), h.data() + (i - i0) * d);
+      backend::Ops<B>::embedding(embed_, ids + i0, i1 - i0, h.data());
     }, cache, mode);
   }
 
@@ -153,8 +155,9 @@ class DeepSeekV3 {
       throw Error("context of " + std::to_string(p0 + n) + " tokens exceeds the KV cache capacity (" +
                   std::to_string(cache.capacity()) + ") or max_position_embeddings (" +
                   std::to_string(c_.max_position_embeddings) + ")");
-    run_chunked(n, logits, all_logits, hidden, [&](int64_t i0, int64_t i1, std::vector<float>& h) {
-      h.assign(x + i0 * d, x + i1 * d);
+    run_chunked(n, logits, all_logits, hidden, [&](int64_t i0, int64_t i1, backend::Buffer<B>& h) {
+      h.resize(size_t((i1 - i0) * d));
+      backend::Ops<B>::copy2d(x + i0 * d, d, h.data(), d, i1 - i0, d);
     }, cache, mode);
   }
 
@@ -196,10 +199,9 @@ class DeepSeekV3 {
       off[size_t(s + 1)] = off[size_t(s)] + q.n;
     }
     const int64_t N = off[size_t(S)];
-    std::vector<float> h(size_t(N * d));
+    backend::Buffer<B> h(size_t(N * d));
     for (int64_t s = 0; s < S; ++s)
-      for (int64_t i = 0; i < seqs[size_t(s)].n; ++i)
-        backend::cpu::to_f32(embed_.slice_rows(seqs[size_t(s)].ids[i], seqs[size_t(s)].ids[i] + 1), h.data() + (off[size_t(s)] + i) * d);
+      backend::Ops<B>::embedding(embed_, seqs[size_t(s)].ids, seqs[size_t(s)].n, h.data() + off[size_t(s)] * d);
     check_finite(h.data(), N, d, "the input embeddings (model.embed_tokens)");
     std::vector<typename nn::DecoderLayer<B>::Segment> segs(static_cast<size_t>(S));
     for (size_t l = 0; l < layers_.size(); ++l) {
@@ -216,14 +218,14 @@ class DeepSeekV3 {
       if (seqs[size_t(s)].logits) want.push_back(s);
     if (want.empty()) return;
     const int64_t R = int64_t(want.size());
-    std::vector<float> last(size_t(R * d)), lg(size_t(R * V));
+    backend::Buffer<B> last(size_t(R * d)), lg(size_t(R * V));
     for (int64_t r = 0; r < R; ++r)
-      std::copy(h.data() + (off[size_t(want[size_t(r)] + 1)] - 1) * d, h.data() + off[size_t(want[size_t(r)] + 1)] * d, last.data() + r * d);
+      backend::Ops<B>::copy2d(h.data() + (off[size_t(want[size_t(r)] + 1)] - 1) * d, d, last.data() + r * d, d, 1, d);
     norm_.forward(last.data(), R, last.data());
     check_finite(last.data(), R, d, "the final norm (model.norm)");
     backend::Ops<B>::linear(lm_head_, last.data(), R, lg.data());
     check_finite(lg.data(), R, V, c_.tie_word_embeddings ? "lm_head (tied to model.embed_tokens)" : "lm_head");
-    for (int64_t r = 0; r < R; ++r) std::copy(lg.data() + r * V, lg.data() + (r + 1) * V, seqs[size_t(want[size_t(r)])].logits);
+    for (int64_t r = 0; r < R; ++r) backend::Ops<B>::copy2d(lg.data() + r * V, V, seqs[size_t(want[size_t(r)])].logits, V, 1, V);
   }
 
   // Full-vocabulary logits of the final hidden states h [n, d] (the MTP head may share lm_head).
@@ -256,7 +258,7 @@ class DeepSeekV3 {
     if (opts_.prefill_chunk < 0)
       throw Error("LoadOptions::prefill_chunk must be >= 0 (0 = automatic), got " + std::to_string(opts_.prefill_chunk));
     const int64_t chunk = opts_.prefill_chunk > 0 ? opts_.prefill_chunk : (n > kAutoPrefillChunk ? kAutoPrefillChunk : n);
-    std::vector<float> h;
+    backend::Buffer<B> h;
     for (int64_t i0 = 0; i0 < n; i0 += chunk) {
       const int64_t i1 = std::min(n, i0 + chunk);
       const bool last = i1 == n;
@@ -267,7 +269,7 @@ class DeepSeekV3 {
   }
 
   // Decoder layers over h [n, d] at positions p0 .., then model.norm and lm_head.
-  void run_layers(std::vector<float>& h, int64_t n, int64_t p0, nn::KvCache& cache, float* logits, bool all_logits,
+  void run_layers(backend::Buffer<B>& h, int64_t n, int64_t p0, nn::KvCache& cache, float* logits, bool all_logits,
                   float* hidden, nn::MlaMode mode) const {
     const int64_t d = c_.hidden_size;
     // NaN or inf (from the weights, or from inputs no check caught) would otherwise reach the
@@ -282,7 +284,7 @@ class DeepSeekV3 {
     cache.resize(p0 + n);
     norm_.forward(h.data(), n, h.data());
     check_finite(h.data(), n, d, "the final norm (model.norm)");
-    if (hidden) std::copy(h.begin(), h.end(), hidden);
+    if (hidden) backend::Ops<B>::copy2d(h.data(), d, hidden, d, n, d);
     if (logits) {
       const int64_t rows = all_logits ? n : 1;
       backend::Ops<B>::linear(lm_head_, h.data() + (n - rows) * d, rows, logits);
@@ -298,8 +300,10 @@ class DeepSeekV3 {
                     " is outside the vocabulary [0, " + std::to_string(c_.vocab_size) + ")");
   }
 
-  // `layer` >= 0 names a decoder layer.
+  // `layer` >= 0 names a decoder layer. Ops::all_finite answers on B's device; only a failure
+  // looks for the first bad value (on the host: a device backend's rows are host-visible here).
   void check_finite(const float* x, int64_t rows, int64_t cols, const char* stage, int layer = -1) const {
+    if (backend::Ops<B>::all_finite(x, rows * cols)) return;
     deepseek::check_finite(
         x, rows, cols,
         [&] {

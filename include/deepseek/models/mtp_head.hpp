@@ -68,13 +68,15 @@ class MtpHead {
   // is an error naming it instead of drafts that are silently always rejected.
   void forward(const float* hidden, const int32_t* next_ids, int64_t n, nn::KvCache& cache, float* logits) const {
     const int64_t d = c_.hidden_size;
-    std::vector<float> z(size_t(n * d));
+    backend::Buffer<B> z(size_t(n * d));
     modules_[0].forward(hidden, next_ids, n, cache, z.data());
     const std::string layer = std::to_string(c_.num_hidden_layers);
     const ErrorWhere where = in_file(model_->checkpoint().dir());
-    check_finite(z.data(), n, d, [&] { return "MTP module 0 (model.layers." + layer + ")"; }, where);
+    if (!backend::Ops<B>::all_finite(z.data(), n * d))
+      check_finite(z.data(), n, d, [&] { return "MTP module 0 (model.layers." + layer + ")"; }, where);
     modules_[0].logits(z.data() + (n - 1) * d, 1, logits);
-    check_finite(logits, 1, c_.vocab_size, [&] { return "MTP module 0's head (model.layers." + layer + ".shared_head)"; }, where);
+    if (!backend::Ops<B>::all_finite(logits, c_.vocab_size))
+      check_finite(logits, 1, c_.vocab_size, [&] { return "MTP module 0's head (model.layers." + layer + ".shared_head)"; }, where);
   }
 
  private:

@@ -6,8 +6,7 @@
 // The cache holds k (after RoPE) then v: 2 * KVH * hd values per token and layer.
 #pragma once
 
-#include "deepseek/backend/cpu/backend.hpp"
-#include "deepseek/core/parallel.hpp"
+#include "deepseek/backend/ops.hpp"
 #include "deepseek/io/config.hpp"
 #include "deepseek/io/weights.hpp"
 #include "deepseek/nn/kv_cache.hpp"
@@ -46,41 +45,15 @@ class Attention {
   void forward(const float* x, int64_t n, int64_t p0, const CacheView& cache, float* y) const {
     using Ops = backend::Ops<B>;
     const int64_t H = c_.num_heads, G = c_.num_kv_heads, hd = c_.head_dim, kvw = G * hd;
-    std::vector<float> q(static_cast<size_t>(n * H * hd)), kv(static_cast<size_t>(n * 2 * kvw));
+    backend::Buffer<B> q(static_cast<size_t>(n * H * hd)), kv(static_cast<size_t>(n * 2 * kvw));
     Ops::linear(q_proj_, x, n, q.data());
     Ops::linear(k_proj_, x, n, kv.data(), -1, 2 * kvw);
     Ops::linear(v_proj_, x, n, kv.data() + kvw, -1, 2 * kvw);
-    for (int64_t t = 0; t < n; ++t) {
-      for (int64_t h = 0; h < H; ++h) rope_.apply(q.data() + (t * H + h) * hd, p0 + t);
-      float* row = kv.data() + t * 2 * kvw;
-      for (int64_t g = 0; g < G; ++g) rope_.apply(row + g * hd, p0 + t);
-      cache.store(p0 + t, 0, row, 2 * kvw);
-    }
-    // Head g's K or V of row t as f32: in place for an f32 cache, widened into buf for bf16.
-    const bool f32 = cache.dtype == CacheDType::f32;
-    auto kv_at = [&](int64_t t, int64_t col, float* buf) -> const float* {
-      if (f32) return cache.row(t) + col;
-      cache.load(t, col, buf, hd);
-      return buf;
-    };
-    const float scale = 1.0f / std::sqrt(float(hd));
-    std::vector<float> o(static_cast<size_t>(n * H * hd));
-    parallel_for(H, [&](int64_t h0, int64_t h1) {
-      std::vector<float> p, buf(static_cast<size_t>(hd));
-      for (int64_t h = h0; h < h1; ++h) {
-        const int64_t g = h / (H / G);
-        for (int64_t s = 0; s < n; ++s) {
-          const int64_t len = p0 + s + 1;
-          p.resize(size_t(len));
-          const float* qs = q.data() + (s * H + h) * hd;
-          for (int64_t t = 0; t < len; ++t) p[size_t(t)] = scale * Ops::dot(qs, kv_at(t, g * hd, buf.data()), hd);
-          Ops::softmax(p.data(), len);
-          float* os = o.data() + (s * H + h) * hd;
-          std::fill(os, os + hd, 0.0f);
-          for (int64_t t = 0; t < len; ++t) Ops::axpy(p[size_t(t)], kv_at(t, kvw + g * hd, buf.data()), os, hd);
-        }
-      }
-    });
+    Ops::rope(q.data(), n, H, H * hd, hd, p0, rope_.params());
+    Ops::rope(kv.data(), n, G, 2 * kvw, hd, p0, rope_.params());
+    Ops::store_rows(cache, p0, 0, kv.data(), n, 2 * kvw, 2 * kvw);
+    backend::Buffer<B> o(static_cast<size_t>(n * H * hd));
+    Ops::mha_attention(q.data(), n, p0, H, G, hd, 1.0f / std::sqrt(float(hd)), cache, o.data());
     Ops::linear(o_proj_, o.data(), n, y);
   }
 

@@ -2,7 +2,7 @@
 // patch convolution (embeddings.patch_embedding is in the checkpoint but never used).
 //   x = [class_embedding ; F_sam rows] + pos      F_sam [side * side, D] row-major grid (D = 1024);
 //       pos = position_embedding.weight [1 + g*g, D] (g = 16): row 0 (CLS) kept, rows 1.. as a g x g grid
-//       bicubic-antialias resampled to side x side in f32 when side != g (sam_vit.hpp round_to_dtype: bf16)
+//       bicubic-antialias resampled to side x side in f32 when side != g (sam_vit.hpp round_tables: bf16)
 //   x = pre_layrnorm(x)                           (eps 1e-5; no post-layernorm)
 //   layers (24), pre-LN:  h = x + out_proj(MHA(LN1(x)));  x = h + fc2(quick_gelu(fc1(LN2(h))))
 //     qkv_proj [3D, D] output viewed as (3, heads, hd): q | k | v, head-major (16 heads x 64);
@@ -13,7 +13,7 @@
 //   transformer.layers.{j}.self_attn.{qkv_proj, out_proj}.{weight, bias}, transformer.layers.{j}.mlp.{fc1, fc2}.{weight, bias}.
 #pragma once
 
-#include "deepseek/backend/cpu/backend.hpp"
+#include "deepseek/backend/ops.hpp"
 #include "deepseek/core/error.hpp"
 #include "deepseek/io/weights.hpp"
 #include "deepseek/nn/conv2d.hpp"
@@ -55,7 +55,7 @@ class ClipBlock {
   void forward(float* x, int64_t n) const {
     using Ops = backend::Ops<B>;
     const int64_t D = c_.width, hd = c_.head_dim();
-    std::vector<float> t(size_t(n * D)), qkv(size_t(n * 3 * D)), a(size_t(n * D));
+    backend::Buffer<B> t(size_t(n * D)), qkv(size_t(n * 3 * D)), a(size_t(n * D));
     layer_norm1_.forward(x, n, t.data());
     qkv_proj_.forward(t.data(), n, qkv.data());
     // One region of 1 x n tokens, no bias: plain softmax attention (nothing is padded).
@@ -63,7 +63,7 @@ class ClipBlock {
     out_proj_.forward(a.data(), n, t.data());
     Ops::add(x, t.data(), n * D);
     layer_norm2_.forward(x, n, t.data());
-    std::vector<float> u(size_t(n * c_.ffn));
+    backend::Buffer<B> u(size_t(n * c_.ffn));
     fc1_.forward(t.data(), n, u.data());
     Ops::quick_gelu(u.data(), n * c_.ffn);
     fc2_.forward(u.data(), n, t.data());
@@ -91,10 +91,10 @@ class ClipVision {
       throw Error("position table of " + std::to_string(c.positions) + " rows is not 1 + a square grid",
                   at_tensor(w.prefix() + "embeddings.position_embedding.weight"));
     const std::initializer_list<DType> fl = {DType::f32, DType::bf16, DType::f16};
-    class_embedding_ = load_f32(w.get("embeddings.class_embedding", Shape{D}, fl));
+    class_embedding_ = backend::Ops<B>::vector_f32(w.get("embeddings.class_embedding", Shape{D}, fl));
     const TensorView pos = w.get("embeddings.position_embedding.weight", Shape{c.positions, D}, fl);
     pos_dtype_ = pos.dtype();
-    position_embedding_ = load_f32(pos);
+    position_embedding_ = backend::Ops<B>::vector_f32(pos);
     pre_layrnorm_ = LayerNorm<B>(w, "pre_layrnorm", D, c.eps);
     for (int64_t j = 0; j < c.layers; ++j) layers_.emplace_back(w.sub("transformer.layers." + std::to_string(j)), c);
   }
@@ -102,12 +102,14 @@ class ClipVision {
   const ClipVisionConfig& config() const { return c_; }
 
   // feats [side * side, D] (SAM's output grid, channels last) -> out [1 + side^2, D], CLS first.
-  void forward(const float* feats, int64_t side, std::vector<float>& out) const {
+  void forward(const float* feats, int64_t side, backend::Buffer<B>& out) const {
+    using Ops = backend::Ops<B>;
     const int64_t D = c_.width, n = 1 + side * side;
     out.resize(size_t(n * D));
-    std::copy(class_embedding_.begin(), class_embedding_.end(), out.begin());
-    std::copy(feats, feats + (n - 1) * D, out.begin() + D);
-    backend::Ops<B>::add(out.data(), positions_for(side)->data(), n * D);
+    Ops::copy2d(class_embedding_.data(), D, out.data(), D, 1, D);
+    Ops::copy2d(feats, D, out.data() + D, D, n - 1, D);
+    const auto resampled = positions_for(side);
+    Ops::add(out.data(), resampled->empty() ? position_embedding_.data() : resampled->data(), n * D);
     pre_layrnorm_.forward(out.data(), n, out.data());
     for (const auto& l : layers_) l.forward(out.data(), n);
   }
@@ -121,30 +123,29 @@ class ClipVision {
  private:
   struct Cache {
     std::mutex mutex;
-    std::map<int64_t, std::shared_ptr<const std::vector<float>>> by_side;
+    std::map<int64_t, std::shared_ptr<const backend::Buffer<B>>> by_side;
   };
-  // [1 + side^2, D]: the stored table at the pretrain grid, else CLS + the resampled grid.
-  std::shared_ptr<const std::vector<float>> positions_for(int64_t side) const {
+  // [1 + side^2, D] on B's device: CLS + the resampled grid, computed once per side; empty at the
+  // pretrain grid (the stored table is used as is).
+  std::shared_ptr<const backend::Buffer<B>> positions_for(int64_t side) const {
+    using Ops = backend::Ops<B>;
     std::lock_guard<std::mutex> lock(cache_->mutex);
     auto& slot = cache_->by_side[side];
     if (slot) return slot;
     const int64_t D = c_.width, g = c_.pos_grid();
-    auto t = std::make_shared<std::vector<float>>(size_t((1 + side * side) * D));
-    if (side == g) {
-      std::copy(position_embedding_.begin(), position_embedding_.end(), t->begin());
-    } else {
-      std::vector<float> grid(size_t(side * side * D));
-      backend::Ops<B>::resize_bicubic_aa(position_embedding_.data() + D, g, g, D, side, side, grid.data());
-      if (round_) round_to_dtype(grid, pos_dtype_);
-      std::copy(position_embedding_.begin(), position_embedding_.begin() + D, t->begin());
-      std::copy(grid.begin(), grid.end(), t->begin() + D);
+    auto t = std::make_shared<backend::Buffer<B>>();
+    if (side != g) {
+      t->resize(size_t((1 + side * side) * D));
+      Ops::copy2d(position_embedding_.data(), D, t->data(), D, 1, D);
+      Ops::resize_bicubic_aa(position_embedding_.data() + D, g, g, D, side, side, t->data() + D);
+      if (round_) Ops::round_to_dtype(t->data() + D, side * side * D, pos_dtype_);
     }
     slot = t;
     return slot;
   }
 
   ClipVisionConfig c_;
-  std::vector<float> class_embedding_, position_embedding_;
+  backend::Buffer<B> class_embedding_, position_embedding_;  // f32 on B's device
   DType pos_dtype_ = DType::f32;
   bool round_ = false;
   LayerNorm<B> pre_layrnorm_;

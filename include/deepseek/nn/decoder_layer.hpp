@@ -86,23 +86,23 @@ class DecoderLayer {
   using Segment = typename Mla<B>::Segment;
   void attend_segments(float* h, const std::vector<Segment>& segs, MlaMode mode = MlaMode::automatic) const {
     const int64_t N = segs.empty() ? 0 : segs.back().off + segs.back().n;
-    std::vector<float> a(static_cast<size_t>(N * d_)), b(static_cast<size_t>(N * d_));
+    backend::Buffer<B> a(static_cast<size_t>(N * d_)), b(static_cast<size_t>(N * d_));
     input_layernorm_.forward(h, N, a.data());
     if (mla_) {
       mla_->forward_segments(a.data(), segs, b.data(), mode);
     } else {
       for (const Segment& g : segs) mha_->forward(a.data() + g.off * d_, g.n, g.p0, g.cache, b.data() + g.off * d_);
     }
-    for (int64_t i = 0; i < N * d_; ++i) h[i] += b[size_t(i)];
+    backend::Ops<B>::add(h, b.data(), N * d_);
   }
   // out = post_attention_layernorm(h): what the MLP / MoE reads.
   void ffn_input(const float* h, int64_t n, float* out) const { post_attention_layernorm_.forward(h, n, out); }
   void feed_forward(float* h, int64_t n) const {
-    std::vector<float> a(static_cast<size_t>(n * d_)), b(static_cast<size_t>(n * d_));
+    backend::Buffer<B> a(static_cast<size_t>(n * d_)), b(static_cast<size_t>(n * d_));
     ffn_input(h, n, a.data());
     if (moe_) moe_->forward(a.data(), n, b.data());
     else mlp_->forward(a.data(), n, b.data());
-    for (int64_t i = 0; i < n * d_; ++i) h[i] += b[size_t(i)];
+    backend::Ops<B>::add(h, b.data(), n * d_);
   }
 
  private:

@@ -10,7 +10,7 @@
 // released one; every tensor is then loaded with the shape the config implies (errors name it).
 #pragma once
 
-#include "deepseek/backend/cpu/backend.hpp"
+#include "deepseek/backend/ops.hpp"
 #include "deepseek/core/error.hpp"
 #include "deepseek/io/checkpoint.hpp"
 #include "deepseek/io/config.hpp"
@@ -149,8 +149,8 @@ class DeepEncoder {
   int64_t out_side(int64_t S) const { return c_.sam.out_side(S); }
 
   // pixels [3, S, S] -> out [side * side, n_embed] (row-major grid); returns side.
-  int64_t forward(const float* pixels, int64_t S, std::vector<float>& out) const {
-    std::vector<float> f_sam, f_clip;
+  int64_t forward(const float* pixels, int64_t S, backend::Buffer<B>& out) const {
+    backend::Buffer<B> f_sam, f_clip;
     const int64_t side = sam_.forward(pixels, S, f_sam);
     clip_.forward(f_sam.data(), side, f_clip);
     project(f_clip.data(), f_sam.data(), side * side, out);
@@ -161,13 +161,12 @@ class DeepEncoder {
   const SamVit<B>& sam() const { return sam_; }
   const ClipVision<B>& clip() const { return clip_; }
   // clip_out [1 + N, D] (CLS first), f_sam [N, C] -> out [N, n_embed].
-  void project(const float* clip_out, const float* f_sam, int64_t N, std::vector<float>& out) const {
+  void project(const float* clip_out, const float* f_sam, int64_t N, backend::Buffer<B>& out) const {
+    using Ops = backend::Ops<B>;
     const int64_t D = c_.clip.width, C = c_.sam.out_channels();
-    std::vector<float> cat(size_t(N * (D + C)));
-    for (int64_t t = 0; t < N; ++t) {
-      std::copy(clip_out + (1 + t) * D, clip_out + (2 + t) * D, cat.begin() + t * (D + C));
-      std::copy(f_sam + t * C, f_sam + (t + 1) * C, cat.begin() + t * (D + C) + D);
-    }
+    backend::Buffer<B> cat(size_t(N * (D + C)));
+    Ops::copy2d(clip_out + D, D, cat.data(), D + C, N, D);
+    Ops::copy2d(f_sam, C, cat.data() + D, D + C, N, C);
     out.resize(size_t(N * n_embed()));
     projector_.forward(cat.data(), N, out.data());
   }

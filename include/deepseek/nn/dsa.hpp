@@ -24,9 +24,8 @@
 // is absent. The default (f32) matches transformers' DeepseekV32 port, which skips the rotation and FP8.
 #pragma once
 
-#include "deepseek/backend/cpu/backend.hpp"
+#include "deepseek/backend/ops.hpp"
 #include "deepseek/core/dtype.hpp"
-#include "deepseek/core/parallel.hpp"
 #include "deepseek/io/config.hpp"
 #include "deepseek/io/weights.hpp"
 #include "deepseek/nn/kv_cache.hpp"
@@ -67,9 +66,7 @@ class Indexer {
           IndexerPrecision precision = IndexerPrecision::f32)
       : c_(c),
         rope_(rope),
-        precision_(precision),
-        k_norm_weight_(size_t(c.head_dim)),
-        k_norm_bias_(size_t(c.head_dim)) {
+        precision_(precision) {
     if (precision == IndexerPrecision::fp8_hadamard && (c.head_dim & (c.head_dim - 1)) != 0)
       throw Error("the FP8 indexer needs a power-of-two index_head_dim (Hadamard rotation), got " +
                   std::to_string(c.head_dim));
@@ -77,8 +74,8 @@ class Indexer {
     wk_ = w.matrix("wk", c.head_dim, c.hidden_size);
     weights_proj_ = w.matrix("weights_proj", c.n_heads, c.hidden_size);
     const std::initializer_list<DType> f = {DType::f32, DType::bf16, DType::f16};
-    backend::cpu::to_f32(w.get("k_norm.weight", Shape{c.head_dim}, f), k_norm_weight_.data());
-    backend::cpu::to_f32(w.get("k_norm.bias", Shape{c.head_dim}, f), k_norm_bias_.data());
+    k_norm_weight_ = backend::Ops<B>::vector_f32(w.get("k_norm.weight", Shape{c.head_dim}, f));
+    k_norm_bias_ = backend::Ops<B>::vector_f32(w.get("k_norm.bias", Shape{c.head_dim}, f));
   }
 
   const IndexerConfig& config() const { return c_; }
@@ -90,106 +87,28 @@ class Indexer {
                Selection& sel) const {
     const int64_t H = c_.n_heads, D = c_.head_dim;
     using Ops = backend::Ops<B>;
-    std::vector<float> q(size_t(n * H * D)), k(size_t(n * D)), w(size_t(n * H));
+    backend::Buffer<B> q(size_t(n * H * D)), k(size_t(n * D)), w(size_t(n * H));
     Ops::linear(wq_b_, cq, n, q.data());
     Ops::linear(wk_, x, n, k.data());
     Ops::linear(weights_proj_, x, n, w.data());
-    const float head_scale = 1.0f / std::sqrt(float(H));
-    for (auto& v : w) v *= head_scale;
-    for (int64_t t = 0; t < n; ++t) {
-      float* kt = k.data() + t * D;
-      layer_norm(kt);
-      rope_.apply(kt, p0 + t);
-      for (int64_t h = 0; h < H; ++h) rope_.apply(q.data() + (t * H + h) * D, p0 + t);
-      if (precision_ == IndexerPrecision::fp8_hadamard) {
-        fp8_hadamard(kt);
-        for (int64_t h = 0; h < H; ++h) fp8_hadamard(q.data() + (t * H + h) * D);
-      }
-      cache.store(p0 + t, col, kt, D);
-    }
-
+    Ops::scale(w.data(), n * H, 1.0f / std::sqrt(float(H)));
+    const bool fp8 = precision_ == IndexerPrecision::fp8_hadamard;
+    Ops::indexer_keys(k.data(), n, D, k_norm_weight_.data(), k_norm_bias_.data(), kNormEps, p0, rope_.params(), fp8);
+    Ops::indexer_queries(q.data(), n, H, D, p0, rope_.params(), fp8);
+    Ops::store_rows(cache, p0, col, k.data(), n, D, D);
     sel.k = c_.topk;
     sel.idx.assign(size_t(n * c_.topk), -1);
     sel.count.assign(size_t(n), 0);
-    const float scale = 1.0f / std::sqrt(float(D));
-    const auto key_format = cache.dtype == CacheDType::f32 ? Ops::KeyFormat::f32
-                            : cache.index_fp8 > 0          ? Ops::KeyFormat::fp8
-                                                           : Ops::KeyFormat::bf16;
-    std::vector<float> score;
-    std::vector<const void*> keys;
-    std::vector<int32_t> order;
-    for (int64_t s = 0; s < n; ++s) {
-      const int64_t len = p0 + s + 1;
-      const float* qs = q.data() + s * H * D;
-      const float* ws = w.data() + s * H;
-      int32_t* out = sel.idx.data() + s * c_.topk;
-      if (len <= c_.topk) {  // everything is selected: no need to score
-        for (int64_t t = 0; t < len; ++t) out[t] = int32_t(t);
-        sel.count[size_t(s)] = int32_t(len);
-        continue;
-      }
-      score.resize(size_t(len));
-      if (keys.empty())  // the key addresses of rows [0, p0 + n), gathered once for every query
-        for (int64_t t = 0; t < p0 + n; ++t) keys.push_back(cache.values_at(t, col));
-      Ops::indexer_scores(qs, ws, H, D, scale, keys.data(), key_format, len, score.data());
-      order.resize(size_t(len));
-      for (int64_t t = 0; t < len; ++t) order[size_t(t)] = int32_t(t);
-      auto before = [&](int32_t a, int32_t b) {
-        return score[size_t(a)] > score[size_t(b)] || (score[size_t(a)] == score[size_t(b)] && a < b);
-      };
-      std::nth_element(order.begin(), order.begin() + c_.topk, order.end(), before);
-      std::sort(order.begin(), order.begin() + c_.topk);
-      std::copy(order.begin(), order.begin() + c_.topk, out);
-      sel.count[size_t(s)] = int32_t(c_.topk);
-    }
+    Ops::indexer_select(q.data(), w.data(), n, p0, H, D, 1.0f / std::sqrt(float(D)), cache, col, c_.topk, sel.idx.data(),
+                        sel.count.data());
   }
 
  private:
-  void layer_norm(float* v) const {
-    const int64_t D = c_.head_dim;
-    double mean = 0, var = 0;
-    for (int64_t i = 0; i < D; ++i) mean += v[i];
-    mean /= double(D);
-    for (int64_t i = 0; i < D; ++i) var += (v[i] - mean) * (v[i] - mean);
-    const float inv = float(1.0 / std::sqrt(var / double(D) + double(kNormEps)));
-    for (int64_t i = 0; i < D; ++i)
-      v[i] = (v[i] - float(mean)) * inv * k_norm_weight_[size_t(i)] + k_norm_bias_[size_t(i)];
-  }
-
-  // In place: v <- e4m3 round trip of (1/sqrt(D)) H_D v, one ue8m0 scale per block of 128 values.
-  void fp8_hadamard(float* v) const {
-    // DeepSeek-V3.2-Exp inference: rotate_activation = hadamard_transform(x, scale = D^-0.5) (Sylvester
-    // order, the butterfly below), then kernel.py act_quant(x, block_size = 128, scale_fmt = "ue8m0"):
-    // per block of 128 values, amax = max(|x|, 1e-4), s = 2^ceil(log2(amax * (1/448))) exactly (its
-    // fast_round_scale reads the exponent bits, + 1 if any mantissa bit is set), x <- e4m3(clamp(x / s,
-    // +-448)) s. fp8_index's relu(q8 . k8) q_s k_s w / sqrt(D) is then the dequantized score forward()
-    // computes (power-of-two scales: only f32 summation order differs). Dims below 128 form one block.
-    const int64_t D = c_.head_dim;
-    constexpr int64_t kBlock = 128;
-    for (int64_t len = 1; len < D; len *= 2)
-      for (int64_t i = 0; i < D; i += 2 * len)
-        for (int64_t j = i; j < i + len; ++j) {
-          const float a = v[j], b = v[j + len];
-          v[j] = a + b;
-          v[j + len] = a - b;
-        }
-    const float norm = 1.0f / std::sqrt(float(D));
-    for (int64_t i = 0; i < D; ++i) v[i] *= norm;
-    for (int64_t b0 = 0; b0 < D; b0 += kBlock) {
-      const int64_t b1 = std::min(D, b0 + kBlock);
-      float amax = 1e-4f;
-      for (int64_t i = b0; i < b1; ++i) amax = std::max(amax, std::fabs(v[i]));
-      const float sigma = pow2_ceil(amax * (1.0f / 448.0f));
-      for (int64_t i = b0; i < b1; ++i)
-        v[i] = f8_e4m3_to_f32(f32_to_f8_e4m3(std::clamp(v[i] / sigma, -448.0f, 448.0f))) * sigma;
-    }
-  }
-
   IndexerConfig c_;
   Rope rope_;
   IndexerPrecision precision_ = IndexerPrecision::f32;
   BlockQuantMatrix wq_b_, wk_, weights_proj_;
-  std::vector<float> k_norm_weight_, k_norm_bias_;
+  backend::Buffer<B> k_norm_weight_, k_norm_bias_;
 };
 
 }  // namespace deepseek::nn

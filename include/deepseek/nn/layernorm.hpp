@@ -6,11 +6,10 @@
 //   eps: 1e-6 in SAM (blocks and neck), 1e-5 in CLIP (pre_layrnorm and the blocks)
 #pragma once
 
-#include "deepseek/backend/cpu/backend.hpp"
+#include "deepseek/backend/ops.hpp"
 #include "deepseek/io/weights.hpp"
 
 #include <string>
-#include <vector>
 
 namespace deepseek::nn {
 
@@ -19,10 +18,10 @@ class LayerNorm {
  public:
   LayerNorm() = default;
   LayerNorm(const io::Weights& w, const std::string& name, int64_t d, float eps)
-      : d_(d), eps_(eps), weight_(size_t(d)), bias_(size_t(d)) {
-    backend::cpu::to_f32(w.get(name + ".weight", Shape{d}, {DType::f32, DType::bf16, DType::f16}), weight_.data());
-    backend::cpu::to_f32(w.get(name + ".bias", Shape{d}, {DType::f32, DType::bf16, DType::f16}), bias_.data());
-  }
+      : d_(d),
+        eps_(eps),
+        weight_(backend::Ops<B>::vector_f32(w.get(name + ".weight", Shape{d}, {DType::f32, DType::bf16, DType::f16}))),
+        bias_(backend::Ops<B>::vector_f32(w.get(name + ".bias", Shape{d}, {DType::f32, DType::bf16, DType::f16}))) {}
   int64_t dim() const { return d_; }
   float eps() const { return eps_; }
   // x, y: [n, d] (row strides ldx, ldy); y may equal x.
@@ -33,7 +32,7 @@ class LayerNorm {
  private:
   int64_t d_ = 0;
   float eps_ = 1e-5f;
-  std::vector<float> weight_, bias_;
+  backend::Buffer<B> weight_, bias_;  // f32 on B's device
 };
 
 // SAM's neck norm: a LayerNorm over channels of a channels-last map (see above).

@@ -11,11 +11,11 @@
 //   naive     expand k_nope, v = kv_b_proj(c_kv) for every cached token, then attend per head: the
 //             plain reference (T x H x (nope + v) floats at once: 4.3 GB at T = 32K, V3 shapes)
 //   tiled     the same arithmetic one block of kTileRows cached rows at a time: expand the block,
-//             then a flash-attention step per head (online softmax; Ops::online_attention_block);
+//             then a flash-attention step per head (online softmax; Ops::mla_tiled_attention);
 //             memory n x H x v for the outputs + one expanded block, never T x H x (nope + v) or T x T
 //   absorbed  fold W_UK into the query (q~ = W_UK[h]^T q_nope, 512 values) and W_UV into the
 //             output; attend over the cached latent rows [c_kv ; k_pe] directly, every row read
-//             once for all heads (Ops::latent_attention; split-K across threads at decode)
+//             once for all heads (Ops::mla_absorb, mla_latent_attention, mla_unabsorb; split-K at decode)
 // Cost per call, n queries over T cached rows (T~ = the mean visible length), in multiply-adds:
 //   tiled     T H (nope + v) lora  +  n T~ H (qk + v)            (expansion + attention)
 //   absorbed  n H (nope + v) lora  +  n T~ H (2 lora + rope)      (absorption + attention)
@@ -35,8 +35,7 @@
 //             (transformers' masked-dense semantics: the set is the top-k among positions <= s)
 #pragma once
 
-#include "deepseek/backend/cpu/backend.hpp"
-#include "deepseek/core/parallel.hpp"
+#include "deepseek/backend/ops.hpp"
 #include "deepseek/io/config.hpp"
 #include "deepseek/io/weights.hpp"
 #include "deepseek/nn/dsa.hpp"
@@ -128,7 +127,7 @@ class Mla {
     }
 
     // Queries [N, H, qk]; RoPE on each head's last `rope` dims at each token's own position.
-    std::vector<float> q(size_t(N * H * qk)), qa;
+    backend::Buffer<B> q(size_t(N * H * qk)), qa;
     if (c_.q_lora_rank > 0) {
       qa.resize(size_t(N * c_.q_lora_rank));
       Ops::linear(q_a_proj_, x, N, qa.data());
@@ -137,78 +136,48 @@ class Mla {
     } else {
       Ops::linear(q_proj_, x, N, q.data());
     }
-    // New latent rows straight into each segment's cache.
-    std::vector<float> kv(size_t(N * W));
+    // New latent rows [c_kv ; k_pe] [N, W], then straight into each segment's cache.
+    backend::Buffer<B> kv(size_t(N * W));
     Ops::linear(kv_a_proj_with_mqa_, x, N, kv.data());
-    for (const Segment& g : segs)
-      for (int64_t t = g.off; t < g.off + g.n; ++t) {
-        const int64_t pos = g.p0 + (t - g.off);
-        for (int64_t h = 0; h < H; ++h) rope_.apply(q.data() + (t * H + h) * qk + nope, pos);
-        float* row = kv.data() + t * W;
-        kv_a_layernorm_.forward(row, 1, row);
-        rope_.apply(row + lora, pos);
-        g.cache.store(pos, 0, row, W);  // rounded once here when the cache is bf16
-      }
+    kv_a_layernorm_.forward(kv.data(), N, kv.data(), W, W);
+    const backend::RopeParams rp = rope_.params();
+    for (const Segment& g : segs) {
+      Ops::rope(q.data() + g.off * H * qk + nope, g.n, H, H * qk, qk, g.p0, rp);
+      Ops::rope(kv.data() + g.off * W + lora, g.n, 1, W, 0, g.p0, rp);
+      Ops::store_rows(g.cache, g.p0, 0, kv.data() + g.off * W, g.n, W, W);  // rounded once here when the cache is bf16
+    }
 
-    std::vector<float> o(size_t(N * H * vd));
+    backend::Buffer<B> o(size_t(N * H * vd));
     for (const Segment& g : segs) {
       const float* qs = q.data() + g.off * H * qk;
       float* os = o.data() + g.off * H * vd;
-      const int64_t T = g.p0 + g.n;
       if (indexer_) {
         Selection local;
         Selection& sel = g.selection ? *g.selection : local;
-        indexer_->forward(x + g.off * d, qa.empty() ? nullptr : qa.data() + g.off * c_.q_lora_rank, g.n, g.p0, g.cache, W, sel);
-        if (mode == MlaMode::naive) attend_naive(qs, g.n, g.p0, T, g.cache, os, &sel);
-        else attend_sparse(qs, g.n, sel, g.cache, os);
+        indexer_->forward(x + g.off * d, qa.size() == 0 ? nullptr : qa.data() + g.off * c_.q_lora_rank, g.n, g.p0, g.cache, W, sel);
+        if (mode == MlaMode::naive) {
+          Ops::mla_expanded_attention(kv_b_proj_, dims(), float(scale_), qs, g.n, g.p0, g.cache, sel.idx.data(), sel.count.data(),
+                                      sel.k, os);
+        } else {
+          attend_absorbed(qs, g.n, g.p0, g.cache, &sel, os);
+        }
         continue;
       }
       const MlaMode m = mode == MlaMode::automatic ? choose_order(g.n, g.p0) : mode;
       if (m == MlaMode::naive) {
-        attend_naive(qs, g.n, g.p0, T, g.cache, os);
+        Ops::mla_expanded_attention(kv_b_proj_, dims(), float(scale_), qs, g.n, g.p0, g.cache, nullptr, nullptr, 0, os);
       } else if (m == MlaMode::tiled) {
-        attend_tiled(qs, g.n, g.p0, T, g.cache, os);
+        Ops::mla_tiled_attention(kv_b_proj_, dims(), float(scale_), qs, g.n, g.p0, g.cache, os);
       } else {
-        attend_absorbed(qs, g.n, g.p0, T, g.cache, os);
+        attend_absorbed(qs, g.n, g.p0, g.cache, nullptr, os);
       }
     }
     Ops::linear(o_proj_, o.data(), N, y);
   }
 
  private:
-  // Expands k_nope and v for all T cached tokens, then attends head by head (over the selected
-  // positions only when `sel` is given).
-  void attend_naive(const float* q, int64_t n, int64_t p0, int64_t T, const CacheView& cache, float* o,
-                    const Selection* sel = nullptr) const {
-    const int64_t H = c_.num_heads, qk = c_.qk_head_dim(), nope = c_.qk_nope_head_dim, rope = c_.qk_rope_head_dim;
-    const int64_t lora = c_.kv_lora_rank, vd = c_.v_head_dim, kvw = nope + vd;
-    using Ops = backend::Ops<B>;
-    std::vector<float> latent(size_t(T * lora)), kpe(size_t(T * rope));
-    for (int64_t t = 0; t < T; ++t) {
-      cache.load(t, 0, latent.data() + t * lora, lora);
-      cache.load(t, lora, kpe.data() + t * rope, rope);
-    }
-    std::vector<float> kvb(size_t(T * H * kvw));  // [T, H, nope + v]
-    Ops::linear(kv_b_proj_, latent.data(), T, kvb.data());
-    parallel_for(H, [&](int64_t h0, int64_t h1) {
-      std::vector<float> p(static_cast<size_t>(T));
-      for (int64_t h = h0; h < h1; ++h)
-        for (int64_t s = 0; s < n; ++s) {
-          const float* qs = q + (s * H + h) * qk;
-          const int32_t* ix = sel ? sel->row(s) : nullptr;
-          const int64_t len = sel ? int64_t(sel->count[size_t(s)]) : p0 + s + 1;
-          for (int64_t j = 0; j < len; ++j) {
-            const int64_t t = ix ? int64_t(ix[j]) : j;
-            const float* k = kvb.data() + (t * H + h) * kvw;
-            p[size_t(j)] = float(scale_) * (Ops::dot(qs, k, nope) + Ops::dot(qs + nope, kpe.data() + t * rope, rope));
-          }
-          Ops::softmax(p.data(), len);
-          float* os = o + (s * H + h) * vd;
-          std::fill(os, os + vd, 0.0f);
-          for (int64_t j = 0; j < len; ++j)
-            Ops::axpy(p[size_t(j)], kvb.data() + ((ix ? int64_t(ix[j]) : j) * H + h) * kvw + nope, os, vd);
-        }
-    });
+  backend::MlaDims dims() const {
+    return backend::MlaDims{c_.num_heads, c_.qk_nope_head_dim, c_.qk_rope_head_dim, c_.kv_lora_rank, c_.v_head_dim};
   }
 
   // The cost rule of the header comment (multiply-adds; both orders read the same rows).
@@ -221,111 +190,20 @@ class Mla {
     return tiled < absorbed ? MlaMode::tiled : MlaMode::absorbed;
   }
 
-  // Tiled order: blocks of kTileRows cached rows, each expanded once (k_nope, v for all heads)
-  // and consumed by a flash-attention step per head; state m, l [H, n] and O [n, H, v].
-  static constexpr int64_t kTileRows = 128;
-  void attend_tiled(const float* q, int64_t n, int64_t p0, int64_t T, const CacheView& cache, float* o) const {
-    const int64_t H = c_.num_heads, qk = c_.qk_head_dim(), nope = c_.qk_nope_head_dim, rope = c_.qk_rope_head_dim;
-    const int64_t lora = c_.kv_lora_rank, vd = c_.v_head_dim, kvw = nope + vd;
+  // Absorbed order: qa[s, h] = [W_UK[h]^T q_nope ; q_pe] [n, H, lora + rope], one pass over the
+  // latent rows for all heads (query s sees rows [0, p0 + s], or only its selected rows with DSA:
+  // unselected rows are never read), then o_h = W_UV[h] o~[s, h]. bf16 activations
+  // (LoadOptions::activations) round the inputs of every product to bf16: with a bf16 cache that
+  // includes attention's q~ and p, so the cached rows multiply natively.
+  void attend_absorbed(const float* q, int64_t n, int64_t p0, const CacheView& cache, const Selection* sel, float* o) const {
+    const int64_t H = c_.num_heads, lora = c_.kv_lora_rank, Wq = lora + c_.qk_rope_head_dim;
     using Ops = backend::Ops<B>;
-    std::vector<float> m(size_t(H * n), -std::numeric_limits<float>::infinity()), l(size_t(H * n), 0.0f);
-    std::fill(o, o + n * H * vd, 0.0f);
-    const int64_t R = std::min(kTileRows, T);
-    std::vector<float> latent(size_t(R * lora)), kvb(size_t(R * H * kvw)), key(size_t(R * H * qk));
-    std::vector<int32_t> vis(static_cast<size_t>(n));
-    for (int64_t t0 = 0; t0 < T; t0 += R) {
-      const int64_t r = std::min(R, T - t0);
-      for (int64_t j = 0; j < r; ++j) cache.load(t0 + j, 0, latent.data() + j * lora, lora);
-      Ops::linear(kv_b_proj_, latent.data(), r, kvb.data());  // [r, H, nope + v]
-      // keys [r, H, qk] = [k_nope ; k_pe] (k_pe shared by the heads), values stay in kvb
-      for (int64_t j = 0; j < r; ++j) {
-        float* kj = key.data() + j * H * qk;
-        cache.load(t0 + j, lora, kj + nope, rope);
-        for (int64_t h = 0; h < H; ++h) {
-          const float* src = kvb.data() + (j * H + h) * kvw;
-          std::copy(src, src + nope, kj + h * qk);
-          if (h > 0) std::copy(kj + nope, kj + qk, kj + h * qk + nope);
-        }
-      }
-      for (int64_t s = 0; s < n; ++s) vis[size_t(s)] = int32_t(std::clamp<int64_t>(p0 + s + 1 - t0, 0, r));
-      parallel_for(H, [&](int64_t h0, int64_t h1) {
-        for (int64_t h = h0; h < h1; ++h)
-          Ops::online_attention_block(q + h * qk, H * qk, n, qk, key.data() + h * qk, H * qk, kvb.data() + h * kvw + nope,
-                                      H * kvw, r, vd, vis.data(), float(scale_), m.data() + h * n, l.data() + h * n,
-                                      o + h * vd, H * vd);
-      });
-    }
-    parallel_for(n * H, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {  // i = s * H + h
-        const float inv = 1.0f / l[size_t((i % H) * n + i / H)];
-        for (int64_t d = 0; d < vd; ++d) o[i * vd + d] *= inv;
-      }
-    });
-  }
-
-  // Absorbed order: qa[s, h] = [W_UK[h]^T q_nope ; q_pe] [n, H, lora + rope], then one pass over the
-  // rows for all heads (Ops::latent_attention), then o_h = W_UV[h] o~[s, h].
-  void absorb_queries(const float* q, int64_t n, std::vector<float>& qa) const {
-    const int64_t H = c_.num_heads, qk = c_.qk_head_dim(), nope = c_.qk_nope_head_dim, rope = c_.qk_rope_head_dim;
-    const int64_t lora = c_.kv_lora_rank, kvw = nope + c_.v_head_dim, Wq = lora + rope;
-    using Ops = backend::Ops<B>;
-    qa.resize(size_t(n * H * Wq));
-    parallel_for(H, [&](int64_t h0, int64_t h1) {
-      for (int64_t h = h0; h < h1; ++h) {
-        Ops::linear_transposed_rows(kv_b_proj_, h * kvw, h * kvw + nope, q + h * qk, n, qa.data() + h * Wq, H * qk, H * Wq);
-        for (int64_t s = 0; s < n; ++s) {
-          const float* pe = q + (s * H + h) * qk + nope;
-          std::copy(pe, pe + rope, qa.data() + (s * H + h) * Wq + lora);
-        }
-      }
-    });
-  }
-  void unabsorb_outputs(const float* ot, int64_t n, float* o) const {
-    const int64_t H = c_.num_heads, nope = c_.qk_nope_head_dim, lora = c_.kv_lora_rank, vd = c_.v_head_dim, kvw = nope + vd;
-    using Ops = backend::Ops<B>;
-    parallel_for(H, [&](int64_t h0, int64_t h1) {
-      for (int64_t h = h0; h < h1; ++h)  // o_h[s] = W_UV[h] o~[s, h]
-        Ops::linear_rows(kv_b_proj_, h * kvw + nope, (h + 1) * kvw, ot + h * lora, n, o + h * vd, H * lora, H * vd);
-    });
-  }
-
-  // bf16 activations (LoadOptions::activations) round the inputs of every product to bf16: with a
-  // bf16 cache that includes attention's q~ and p, so the cached rows multiply natively.
-  bool bf16_products() const { return kv_b_proj_.activations == ActivationDType::bf16; }
-
-  static auto row_format(const CacheView& c) {
-    using F = typename backend::Ops<B>::RowFormat;
-    return c.dtype == CacheDType::f32 ? F::f32 : c.dtype == CacheDType::bf16 ? F::bf16 : F::fp8;
-  }
-
-  // Dense absorbed attention: query s sees rows [0, p0 + s].
-  void attend_absorbed(const float* q, int64_t n, int64_t p0, int64_t T, const CacheView& cache, float* o) const {
-    const int64_t H = c_.num_heads, lora = c_.kv_lora_rank;
-    using Ops = backend::Ops<B>;
-    std::vector<float> qa, ot(size_t(n * H * lora));
-    absorb_queries(q, n, qa);
-    std::vector<const void*> rows(static_cast<size_t>(T));
-    for (int64_t t = 0; t < T; ++t) rows[size_t(t)] = cache.row_data(t);
-    std::vector<int32_t> len(static_cast<size_t>(n));
-    for (int64_t s = 0; s < n; ++s) len[size_t(s)] = int32_t(p0 + s + 1);
-    const typename Ops::LatentRows r{rows.data(), 0, len.data(), row_format(cache), cache.fp8_values, bf16_products()};
-    Ops::latent_attention(qa.data(), n, H, lora, c_.qk_rope_head_dim, float(scale_), r, ot.data());
-    unabsorb_outputs(ot.data(), n, o);
-  }
-
-  // Absorbed attention over the selected rows only (DSA): query s reads its own list of
-  // sel.count[s] row addresses; unselected rows are never read.
-  void attend_sparse(const float* q, int64_t n, const Selection& sel, const CacheView& cache, float* o) const {
-    const int64_t H = c_.num_heads, lora = c_.kv_lora_rank;
-    using Ops = backend::Ops<B>;
-    std::vector<float> qa, ot(size_t(n * H * lora));
-    absorb_queries(q, n, qa);
-    std::vector<const void*> rows(static_cast<size_t>(n * sel.k));
-    for (int64_t s = 0; s < n; ++s)
-      for (int64_t j = 0; j < sel.count[size_t(s)]; ++j) rows[size_t(s * sel.k + j)] = cache.row_data(sel.row(s)[j]);
-    const typename Ops::LatentRows r{rows.data(), sel.k, sel.count.data(), row_format(cache), cache.fp8_values, bf16_products()};
-    Ops::latent_attention(qa.data(), n, H, lora, c_.qk_rope_head_dim, float(scale_), r, ot.data());
-    unabsorb_outputs(ot.data(), n, o);
+    backend::Buffer<B> qa(size_t(n * H * Wq)), ot(size_t(n * H * lora));
+    Ops::mla_absorb(kv_b_proj_, dims(), q, n, qa.data());
+    const bool bf16_products = kv_b_proj_.activations == ActivationDType::bf16;
+    Ops::mla_latent_attention(dims(), float(scale_), qa.data(), n, p0, cache, sel ? sel->idx.data() : nullptr,
+                              sel ? sel->count.data() : nullptr, sel ? sel->k : 0, bf16_products, ot.data());
+    Ops::mla_unabsorb(kv_b_proj_, dims(), ot.data(), n, o);
   }
 
   MlaConfig c_;

@@ -3,10 +3,8 @@
 //   gate_proj, up_proj: [inter, d]; down_proj: [d, inter]; any of f32 / bf16 / FP8 + block scales.
 #pragma once
 
-#include "deepseek/backend/cpu/backend.hpp"
+#include "deepseek/backend/ops.hpp"
 #include "deepseek/io/weights.hpp"
-
-#include <vector>
 
 namespace deepseek::nn {
 
@@ -21,10 +19,13 @@ class Mlp {
         down_proj_(w.matrix("down_proj", d, inter)) {}
 
   int64_t intermediate_size() const { return inter_; }
+  const BlockQuantMatrix& gate_proj() const { return gate_proj_; }
+  const BlockQuantMatrix& up_proj() const { return up_proj_; }
+  const BlockQuantMatrix& down_proj() const { return down_proj_; }
 
   // x: [n, d] -> y: [n, d] (overwritten).
   void forward(const float* x, int64_t n, float* y) const {
-    std::vector<float> g(size_t(n * inter_)), u(size_t(n * inter_));
+    backend::Buffer<B> g(size_t(n * inter_)), u(size_t(n * inter_));
     backend::Ops<B>::linear(gate_proj_, x, n, g.data());
     backend::Ops<B>::linear(up_proj_, x, n, u.data());
     backend::Ops<B>::silu_mul(g.data(), u.data(), n * inter_);

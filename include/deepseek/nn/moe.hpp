@@ -13,25 +13,19 @@
 //     softmax weights: g = s[idx], normalised if norm_topk_prob (V2 remote code: instead of
 //       scaling), else g *= routed_scaling_factor
 // Ties in top-k go to the lower index (torch leaves them unspecified).
-// Tokens are grouped per expert so each expert runs one GEMM over its tokens; experts with no
-// tokens cost nothing. With at least two active experts per thread, whole experts run one per
-// thread; each token sums its experts in ascending order either way, so results do not depend on
-// the thread count.
+// The block is the router's linear, then Ops::moe_route (the rules above) and Ops::moe_experts (the
+// routed SwiGLU experts added onto the shared expert's output, each token's experts summed in
+// ascending expert order so results do not depend on how the backend schedules them; CPU:
+// backend/cpu/moe.hpp groups tokens per expert, one GEMM per expert over its tokens).
 #pragma once
 
-#include "deepseek/backend/cpu/backend.hpp"
-#include "deepseek/core/parallel.hpp"
+#include "deepseek/backend/ops.hpp"
 #include "deepseek/io/config.hpp"
 #include "deepseek/io/weights.hpp"
 #include "deepseek/nn/mlp.hpp"
 
-#include <algorithm>
-#include <atomic>
-#include <cmath>
-#include <limits>
-#include <memory>
-#include <numeric>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace deepseek::nn {
@@ -60,14 +54,6 @@ struct MoeConfig {
   }
 };
 
-// Indices of the k largest values (ties: lower index first), in descending order of value.
-inline void topk_indices(const float* v, int n, int k, int* out) {
-  std::vector<int> idx(static_cast<size_t>(n));
-  std::iota(idx.begin(), idx.end(), 0);
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int a, int b) { return v[a] > v[b] || (v[a] == v[b] && a < b); });
-  std::copy(idx.begin(), idx.begin() + k, out);
-}
-
 template <class B>
 class Moe {
  public:
@@ -78,150 +64,73 @@ class Moe {
     // (transformers casts both operands of the gate to float32): routing is a discrete choice.
     gate_ = w.with_activations(ActivationDType::f32).matrix("gate", E, c.hidden_size);
     if (c.topk_method == "noaux_tc") {
-      bias_.resize(size_t(E));
-      backend::cpu::to_f32(w.get("gate.e_score_correction_bias", Shape{E}, {DType::f32, DType::bf16}), bias_.data());
+      bias_ = backend::Ops<B>::vector_f32(w.get("gate.e_score_correction_bias", Shape{E}, {DType::f32, DType::bf16}));
     } else if (w.has("gate.e_score_correction_bias")) {
       throw Error("e_score_correction_bias present but topk_method is " + c.topk_method,
                   at_tensor(w.prefix() + "gate.e_score_correction_bias", w.checkpoint().dir()));
     }
+    // io::ModelConfig validates both strings; a hand-made MoeConfig maps as the rules always have
+    // (anything but sigmoid scores by softmax, anything but greedy / noaux_tc limits groups by max).
+    using R = backend::MoeRouting;
+    routing_.n_experts = E;
+    routing_.top_k = c.num_experts_per_tok;
+    routing_.n_group = c.n_group;
+    routing_.topk_group = c.topk_group;
+    routing_.method = c.topk_method == "greedy"     ? R::Method::greedy
+                      : c.topk_method == "noaux_tc" ? R::Method::noaux_tc
+                                                    : R::Method::group_limited_greedy;
+    routing_.scoring = c.scoring_func == "sigmoid" ? R::Scoring::sigmoid : R::Scoring::softmax;
+    routing_.norm_topk_prob = c.norm_topk_prob;
+    routing_.routed_scaling_factor = c.routed_scaling_factor;
+    routing_.bias = c.topk_method == "noaux_tc" ? bias_.data() : nullptr;
     experts_.reserve(size_t(E));
-    for (int e = 0; e < E; ++e) experts_.emplace_back(w.sub("experts." + std::to_string(e)), c.hidden_size, c.moe_intermediate_size);
+    ffn_.reserve(size_t(E));
+    for (int e = 0; e < E; ++e) {
+      const Mlp<B>& m = experts_.emplace_back(w.sub("experts." + std::to_string(e)), c.hidden_size, c.moe_intermediate_size);
+      ffn_.push_back({&m.gate_proj(), &m.up_proj(), &m.down_proj()});
+    }
     if (c.n_shared_experts > 0)
       shared_.emplace(w.sub("shared_experts"), c.hidden_size, c.moe_intermediate_size * c.n_shared_experts);
   }
+  // routing_.bias and ffn_ point into this object's own buffers, which a move carries along (a
+  // copy would not: none is allowed).
+  Moe(const Moe&) = delete;
+  Moe& operator=(const Moe&) = delete;
+  Moe(Moe&&) = default;
+  Moe& operator=(Moe&&) = default;
 
   const MoeConfig& config() const { return c_; }
 
-  // Routing for n tokens: idx [n, top_k] (descending selection score), weight [n, top_k].
+  // Routing for n tokens: idx [n, top_k] (descending selection score), weight [n, top_k], both on
+  // B's device.
   void route(const float* x, int64_t n, int* idx, float* weight) const {
-    const int E = c_.n_routed_experts, K = c_.num_experts_per_tok;
-    std::vector<float> logits(size_t(n * E));
+    backend::Buffer<B> logits(size_t(n * c_.n_routed_experts));
     backend::Ops<B>::linear(gate_, x, n, logits.data());
-    std::vector<float> s(static_cast<size_t>(E)), choice(static_cast<size_t>(E)), group_score(static_cast<size_t>(c_.n_group));
-    std::vector<int> groups(size_t(c_.topk_group));
-    const int per_group = E / c_.n_group;
-    const float neg_inf = -std::numeric_limits<float>::infinity();
-    for (int64_t t = 0; t < n; ++t) {
-      const float* l = logits.data() + t * E;
-      const bool sigmoid = c_.scoring_func == "sigmoid";
-      if (sigmoid) {
-        for (int e = 0; e < E; ++e) s[size_t(e)] = 1.0f / (1.0f + std::exp(-l[e]));
-      } else {
-        std::copy(l, l + E, s.begin());
-        backend::Ops<B>::softmax(s.data(), E);
-      }
-      for (int e = 0; e < E; ++e) choice[size_t(e)] = s[size_t(e)] + (bias_.empty() ? 0.0f : bias_[size_t(e)]);
-      if (c_.topk_method != "greedy" && c_.n_group > 1) {
-        for (int g = 0; g < c_.n_group; ++g) {
-          const float* v = choice.data() + g * per_group;
-          if (c_.topk_method == "noaux_tc") {  // sum of the group's two best
-            int top2[2];
-            const int k2 = std::min(2, per_group);
-            topk_indices(v, per_group, k2, top2);
-            group_score[size_t(g)] = v[top2[0]] + (k2 > 1 ? v[top2[1]] : 0.0f);
-          } else {
-            group_score[size_t(g)] = *std::max_element(v, v + per_group);
-          }
-        }
-        topk_indices(group_score.data(), c_.n_group, c_.topk_group, groups.data());
-        std::vector<bool> keep(size_t(c_.n_group), false);
-        for (int g : groups) keep[size_t(g)] = true;
-        for (int e = 0; e < E; ++e)
-          if (!keep[size_t(e / per_group)]) choice[size_t(e)] = neg_inf;
-      }
-      int* it = idx + t * K;
-      float* wt = weight + t * K;
-      topk_indices(choice.data(), E, K, it);
-      float sum = 0;
-      for (int k = 0; k < K; ++k) sum += (wt[k] = s[size_t(it[k])]);
-      if (sigmoid) {
-        if (c_.norm_topk_prob)
-          for (int k = 0; k < K; ++k) wt[k] /= (sum + 1e-20f);
-        for (int k = 0; k < K; ++k) wt[k] *= c_.routed_scaling_factor;
-      } else if (c_.norm_topk_prob && K > 1) {
-        for (int k = 0; k < K; ++k) wt[k] /= (sum + 1e-20f);
-      } else {
-        for (int k = 0; k < K; ++k) wt[k] *= c_.routed_scaling_factor;
-      }
-    }
+    backend::Ops<B>::moe_route(logits.data(), n, routing_, idx, weight);
   }
 
   // x: [n, d] -> y: [n, d] (overwritten).
   void forward(const float* x, int64_t n, float* y) const {
-    const int E = c_.n_routed_experts, K = c_.num_experts_per_tok;
+    const int K = c_.num_experts_per_tok;
     const int64_t d = c_.hidden_size;
-    std::vector<int> idx(size_t(n * K));
-    std::vector<float> wt(size_t(n * K));
+    std::vector<int> idx(size_t(n * K));  // on B's device (the CPU's: host memory)
+    backend::Buffer<B> wt(size_t(n * K));
     route(x, n, idx.data(), wt.data());
-    // Tokens per expert with their gate weights, in token order; slot[e][i]: where token i of
-    // expert e goes among its token's K outputs, which are kept in ascending expert order.
-    std::vector<std::vector<std::pair<int64_t, float>>> tokens(static_cast<size_t>(E));
-    for (int64_t t = 0; t < n; ++t)
-      for (int k = 0; k < K; ++k) tokens[size_t(idx[size_t(t * K + k)])].push_back({t, wt[size_t(t * K + k)]});
-    std::vector<std::vector<int>> slot(static_cast<size_t>(E));
-    std::vector<int> used(size_t(n), 0);
-    std::vector<float> weight_of(size_t(n * K));
-    for (int e = 0; e < E; ++e)
-      for (const auto& [t, w] : tokens[size_t(e)]) {
-        const int k = used[size_t(t)]++;
-        slot[size_t(e)].push_back(k);
-        weight_of[size_t(t * K + k)] = w;
-      }
     if (shared_) {
       shared_->forward(x, n, y);
     } else {
-      std::fill(y, y + n * d, 0.0f);
+      backend::Ops<B>::fill(y, n * d, 0.0f);
     }
-    std::vector<float> out(size_t(n * K * d));
-    auto run = [&](int e) {
-      const auto& toks = tokens[size_t(e)];
-      const int64_t m = int64_t(toks.size());
-      static thread_local std::vector<float> xin, xout;
-      xin.resize(size_t(m * d));
-      xout.resize(size_t(m * d));
-      for (int64_t i = 0; i < m; ++i) std::copy(x + toks[size_t(i)].first * d, x + (toks[size_t(i)].first + 1) * d, xin.data() + i * d);
-      experts_[size_t(e)].forward(xin.data(), m, xout.data());
-      for (int64_t i = 0; i < m; ++i)
-        std::copy(xout.data() + i * d, xout.data() + (i + 1) * d,
-                  out.data() + (toks[size_t(i)].first * K + slot[size_t(e)][size_t(i)]) * d);
-    };
-    std::vector<int> active;
-    for (int e = 0; e < E; ++e)
-      if (!tokens[size_t(e)].empty()) active.push_back(e);
-    const int threads = num_threads();
-    if (threads > 1 && int(active.size()) >= 2 * threads) {
-      // Each thread runs whole experts, one at a time, largest first, taken from a shared
-      // counter. Every expert's GEMM streams its weights once on one core; splitting each small
-      // GEMM over the threads instead costs a fork and join per matrix (3 per expert) and leaves
-      // cores idle at every join. Measured on the V2-Lite-shaped models: 128-token prefill MoE
-      // 0.83 -> 0.70 s; decode bf16 +5-7%, FP8 +4-9%; the demo model +12%.
-      std::stable_sort(active.begin(), active.end(),
-                       [&](int a, int b) { return tokens[size_t(a)].size() > tokens[size_t(b)].size(); });
-      std::atomic<size_t> next{0};
-      parallel_for(threads, [&](int64_t, int64_t) {
-        for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < active.size();) run(active[i]);
-      });
-    } else {
-      for (int e : active) run(e);
-    }
-    // Sum each token's experts in ascending expert order (the same order whatever ran where).
-    parallel_for(n, [&](int64_t t0, int64_t t1) {
-      std::vector<float> routed(static_cast<size_t>(d));
-      for (int64_t t = t0; t < t1; ++t) {
-        std::fill(routed.begin(), routed.end(), 0.0f);
-        for (int k = 0; k < used[size_t(t)]; ++k)
-          backend::Ops<B>::axpy(weight_of[size_t(t * K + k)], out.data() + (t * K + k) * d, routed.data(), d);
-        float* yt = y + t * d;
-        for (int64_t i = 0; i < d; ++i) yt[i] += routed[size_t(i)];
-      }
-    });
+    backend::Ops<B>::moe_experts(ffn_.data(), c_.n_routed_experts, x, n, d, idx.data(), wt.data(), K, y);
   }
 
  private:
   MoeConfig c_;
   BlockQuantMatrix gate_;
-  std::vector<float> bias_;
+  backend::Buffer<B> bias_;
+  backend::MoeRouting routing_;
   std::vector<Mlp<B>> experts_;
+  std::vector<backend::ExpertFfn> ffn_;  // experts_'s matrices, as Ops::moe_experts reads them
   std::optional<Mlp<B>> shared_;
 };
 

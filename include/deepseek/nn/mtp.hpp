@@ -76,7 +76,7 @@ class Mtp {
 
   // One-layer latent cache for the block (row i = position i).
   KvCache make_cache(int64_t max_tokens, CacheLayout layout = CacheLayout::contiguous, int64_t block_size = 16) const {
-    return KvCache(1, row_width_, max_tokens, layout, block_size);
+    return KvCache(1, row_width_, max_tokens, layout, block_size, CacheDType::f32, 0, 0, B::device);
   }
 
   // Runs the pairs (h[j], next_ids[j]), j < n, at positions cache.size() .. and appends them to the cache.
@@ -93,9 +93,8 @@ class Mtp {
         throw Error("token id " + std::to_string(next_ids[i]) + " is outside the vocabulary [0, " +
                     std::to_string(vocab_) + ")");
     // cat: [n, 2d] = [enorm(e) | hnorm(h)] per row.
-    std::vector<float> e(size_t(n * d_)), cat(size_t(n * 2 * d_));
-    for (int64_t i = 0; i < n; ++i)
-      backend::cpu::to_f32(embed_.slice_rows(next_ids[i], next_ids[i] + 1), e.data() + i * d_);
+    backend::Buffer<B> e(size_t(n * d_)), cat(size_t(n * 2 * d_));
+    backend::Ops<B>::embedding(embed_, next_ids, n, e.data());
     enorm_.forward(e.data(), n, cat.data(), d_, 2 * d_);
     hnorm_.forward(h, n, cat.data() + d_, d_, 2 * d_);
     backend::Ops<B>::linear(eh_proj_, cat.data(), n, z);
@@ -105,7 +104,7 @@ class Mtp {
 
   // logits [n, vocab] for x_{i+2} from block outputs z [n, d].
   void logits(const float* z, int64_t n, float* out) const {
-    std::vector<float> a(size_t(n * d_));
+    backend::Buffer<B> a(size_t(n * d_));
     shared_head_norm_.forward(z, n, a.data());
     if (head_)
       backend::Ops<B>::linear(*head_, a.data(), n, out);

@@ -17,6 +17,7 @@
 // Softmax scale of MLA: qk_head_dim^-0.5 * m(s, mscale_all_dim)^2 when YaRN sets mscale_all_dim.
 #pragma once
 
+#include "deepseek/backend/ops.hpp"
 #include "deepseek/io/config.hpp"
 
 #include <cmath>
@@ -61,18 +62,9 @@ class Rope {
   double attention_factor() const { return attention_factor_; }
   const std::vector<double>& inv_freq() const { return inv_freq_; }
 
-  // Rotates x[0:dim) of one vector for position p, in place.
-  void apply(float* x, int64_t p) const {
-    const int64_t half = dim_ / 2;
-    for (int64_t i = 0; i < half; ++i) {
-      const double phi = double(p) * inv_freq_[size_t(i)];
-      const float c = float(std::cos(phi) * attention_factor_), s = float(std::sin(phi) * attention_factor_);
-      float* a = layout_ == RopeLayout::interleaved ? x + 2 * i : x + i;
-      float* b = layout_ == RopeLayout::interleaved ? x + 2 * i + 1 : x + i + half;
-      const float x0 = *a, x1 = *b;
-      *a = x0 * c - x1 * s;
-      *b = x0 * s + x1 * c;
-    }
+  // What Ops<B>::rope rotates with (x[0:dim) of each vector; the table stays owned by this Rope).
+  backend::RopeParams params() const {
+    return backend::RopeParams{inv_freq_.data(), dim_, layout_ == RopeLayout::interleaved, attention_factor_};
   }
 
  private:

@@ -1,7 +1,7 @@
 // SAM-B image encoder (ViTDet) with DeepSeek-OCR's 16x token compressor, one square view [3, S, S]:
 //   x = PatchEmbed(pixels) + pos          conv p x p stride p (p = 16) -> [h, h, C], h = S / p (C = 768);
 //                                         pos = pos_embed [1, G, G, C] (G = 64), bicubic-antialias resampled
-//                                         to h x h in f32 when h != G (see round_to_dtype for bf16)
+//                                         to h x h in f32 when h != G (see round_tables for bf16)
 //   depth blocks (12):  y = LN1(x) (eps 1e-6); windowed blocks zero-pad y bottom/right to a multiple of
 //                       the window (14) AFTER the norm and attend inside each window with the pads
 //                       unmasked; global blocks (global_attn_indexes 2, 5, 8, 11) attend over all h x h
@@ -19,7 +19,7 @@
 // Activations are channels-last [tokens, channels] f32 rows throughout.
 #pragma once
 
-#include "deepseek/backend/cpu/backend.hpp"
+#include "deepseek/backend/ops.hpp"
 #include "deepseek/core/error.hpp"
 #include "deepseek/io/weights.hpp"
 #include "deepseek/nn/conv2d.hpp"
@@ -58,20 +58,9 @@ struct SamConfig {
 // (`.to(dtype)`): in its bf16 run (bf16 weights, as released) the resampled tables are bf16. With
 // bf16 activations (Weights::with_activations, the bf16 run's arithmetic) we round them to the stored
 // dtype too; with f32 activations we keep f32 tables, which is what the official code computes when
-// run in f32 on the same weights.
+// run in f32 on the same weights. The tables are resampled and rounded on B's device (Ops::resize_*,
+// Ops::round_to_dtype), once per input size.
 inline bool round_tables(const io::Weights& w) { return w.activations() == ActivationDType::bf16; }
-inline void round_to_dtype(std::vector<float>& v, DType d) {
-  if (d == DType::bf16)
-    for (float& x : v) x = round_to_bf16(x);
-  else if (d == DType::f16)
-    for (float& x : v) x = f16_to_f32(f32_to_f16(x));
-}
-
-inline std::vector<float> load_f32(const TensorView& t) {
-  std::vector<float> v(size_t(t.numel()));
-  backend::cpu::to_f32(t, v.data());
-  return v;
-}
 
 template <class B>
 class SamBlock {
@@ -90,23 +79,24 @@ class SamBlock {
     const std::initializer_list<DType> fl = {DType::f32, DType::bf16, DType::f16};
     const TensorView th = w.get("attn.rel_pos_h", Shape{L, hd}, fl), tw = w.get("attn.rel_pos_w", Shape{L, hd}, fl);
     rel_dtype_ = th.dtype();
-    rel_pos_h_ = load_f32(th);
-    rel_pos_w_ = load_f32(tw);
+    rel_pos_h_ = backend::Ops<B>::vector_f32(th);
+    rel_pos_w_ = backend::Ops<B>::vector_f32(tw);
   }
 
   bool global() const { return global_; }
   int64_t table_length() const { return int64_t(rel_pos_h_.size()) / c_.head_dim(); }
   // The tables for a region of K x K tokens: the stored ones when 2K - 1 matches, else resampled
   // (1-D linear, f32, rounded to the stored dtype) into h, w.
-  void tables_for(int64_t K, std::vector<float>& h, std::vector<float>& w) const {
+  void tables_for(int64_t K, backend::Buffer<B>& h, backend::Buffer<B>& w) const {
+    using Ops = backend::Ops<B>;
     const int64_t L = table_length(), M = 2 * K - 1, hd = c_.head_dim();
     h.resize(size_t(M * hd));
     w.resize(size_t(M * hd));
-    backend::Ops<B>::resize_linear(rel_pos_h_.data(), L, hd, M, h.data());
-    backend::Ops<B>::resize_linear(rel_pos_w_.data(), L, hd, M, w.data());
+    Ops::resize_linear(rel_pos_h_.data(), L, hd, M, h.data());
+    Ops::resize_linear(rel_pos_w_.data(), L, hd, M, w.data());
     if (round_) {
-      round_to_dtype(h, rel_dtype_);
-      round_to_dtype(w, rel_dtype_);
+      Ops::round_to_dtype(h.data(), M * hd, rel_dtype_);
+      Ops::round_to_dtype(w.data(), M * hd, rel_dtype_);
     }
   }
   const float* rel_pos_h() const { return rel_pos_h_.data(); }
@@ -116,18 +106,17 @@ class SamBlock {
   void forward(float* x, int64_t H, int64_t W, const float* rel_h, const float* rel_w) const {
     using Ops = backend::Ops<B>;
     const int64_t N = H * W, C = c_.width, hd = c_.head_dim();
-    std::vector<float> t(size_t(N * C)), qkv(size_t(N * 3 * C)), a(size_t(N * C));
+    backend::Buffer<B> t(size_t(N * C)), qkv(size_t(N * 3 * C)), a(size_t(N * C));
     norm1_.forward(x, N, t.data());
     qkv_.forward(t.data(), N, qkv.data());
-    // A zero-padded token's q, k and v: the qkv projection of a zero vector, i.e. its bias.
-    std::vector<float> pad(size_t(3 * C), 0.0f);
-    if (qkv_.bias()) std::copy(qkv_.bias(), qkv_.bias() + 3 * C, pad.begin());
-    Ops::vit_attention(qkv.data(), H, W, c_.heads, hd, global_ ? 0 : c_.window, pad.data(), rel_h, rel_w,
+    // A zero-padded token's q, k and v: the qkv projection of a zero vector, i.e. its bias (attn.qkv
+    // always has one).
+    Ops::vit_attention(qkv.data(), H, W, c_.heads, hd, global_ ? 0 : c_.window, qkv_.bias(), rel_h, rel_w,
                        1.0f / std::sqrt(float(hd)), a.data());
     proj_.forward(a.data(), N, t.data());
     Ops::add(x, t.data(), N * C);
     norm2_.forward(x, N, t.data());
-    std::vector<float> u(size_t(N * c_.mlp_dim));
+    backend::Buffer<B> u(size_t(N * c_.mlp_dim));
     lin1_.forward(t.data(), N, u.data());
     Ops::gelu_erf(u.data(), N * c_.mlp_dim);
     lin2_.forward(u.data(), N, t.data());
@@ -146,7 +135,7 @@ class SamBlock {
   bool global_ = false;
   LayerNorm<B> norm1_, norm2_;
   LinearBias<B> qkv_, proj_, lin1_, lin2_;
-  std::vector<float> rel_pos_h_, rel_pos_w_;  // [L, hd] f32 copies of the stored tables
+  backend::Buffer<B> rel_pos_h_, rel_pos_w_;  // [L, hd] f32 copies of the stored tables on B's device
   DType rel_dtype_ = DType::f32;
   bool round_ = false;
 };
@@ -163,7 +152,7 @@ class SamVit {
     patch_embed_ = Conv2d<B>(w, "patch_embed.proj", 3, c.width, c.patch, c.patch, 0, true, ConvInput::chw);
     const TensorView pos = w.get("pos_embed", Shape{1, c.pos_grid, c.pos_grid, c.width}, {DType::f32, DType::bf16, DType::f16});
     pos_dtype_ = pos.dtype();
-    pos_embed_ = load_f32(pos);
+    pos_embed_ = backend::Ops<B>::vector_f32(pos);
     for (int64_t i = 0; i < c.depth; ++i) blocks_.emplace_back(w.sub("blocks." + std::to_string(i)), c, c.is_global(i));
     neck0_ = Conv2d<B>(w, "neck.0", c.width, c.neck, 1, 1, 0, false);
     neck1_ = LayerNorm2d<B>(w, "neck.1", c.neck, c.eps);
@@ -177,20 +166,24 @@ class SamVit {
 
   // pixels [3, S, S] (normalised) -> F_sam [side * side, out_channels] (row-major grid, channels
   // last); returns side. trunk, if given, receives the blocks' output [h * h, width] (before the neck).
-  int64_t forward(const float* pixels, int64_t S, std::vector<float>& out, std::vector<float>* trunk = nullptr) const {
+  int64_t forward(const float* pixels, int64_t S, backend::Buffer<B>& out, backend::Buffer<B>* trunk = nullptr) const {
+    using Ops = backend::Ops<B>;
     check_size(S);
     const int64_t h = c_.grid(S), N = h * h;
     const auto tables = tables_for(h);
-    std::vector<float> x;
+    backend::Buffer<B> x;
     patch_embed_.forward_chw(pixels, S, S, x);
-    backend::Ops<B>::add(x.data(), tables->pos.empty() ? pos_embed_.data() : tables->pos.data(), N * c_.width);
+    Ops::add(x.data(), tables->pos.empty() ? pos_embed_.data() : tables->pos.data(), N * c_.width);
     for (size_t i = 0; i < blocks_.size(); ++i) {
       const auto& b = blocks_[i];
       const bool native = !b.global() || tables->rel_h[i].empty();
       b.forward(x.data(), h, h, native ? b.rel_pos_h() : tables->rel_h[i].data(), native ? b.rel_pos_w() : tables->rel_w[i].data());
     }
-    if (trunk) *trunk = x;
-    std::vector<float> y;
+    if (trunk) {
+      trunk->resize(size_t(N * c_.width));
+      Ops::copy2d(x.data(), c_.width, trunk->data(), c_.width, N, c_.width);
+    }
+    backend::Buffer<B> y;
     neck0_.forward(x.data(), h, h, y);
     neck1_.forward(y.data(), N, y.data());
     neck2_.forward(y.data(), h, h, x);
@@ -216,8 +209,8 @@ class SamVit {
 
  private:
   struct Tables {
-    std::vector<float> pos;                         // [h, h, C]; empty when h == pos_grid
-    std::vector<std::vector<float>> rel_h, rel_w;   // per block; empty when native or windowed
+    backend::Buffer<B> pos;                         // [h, h, C]; empty when h == pos_grid
+    std::vector<backend::Buffer<B>> rel_h, rel_w;   // per block; empty when native or windowed
   };
   struct Cache {
     std::mutex mutex;
@@ -233,7 +226,7 @@ class SamVit {
     if (h != c_.pos_grid) {
       t->pos.resize(size_t(h * h * c_.width));
       backend::Ops<B>::resize_bicubic_aa(pos_embed_.data(), c_.pos_grid, c_.pos_grid, c_.width, h, h, t->pos.data());
-      if (round_) round_to_dtype(t->pos, pos_dtype_);
+      if (round_) backend::Ops<B>::round_to_dtype(t->pos.data(), h * h * c_.width, pos_dtype_);
     }
     t->rel_h.resize(blocks_.size());
     t->rel_w.resize(blocks_.size());
@@ -245,7 +238,7 @@ class SamVit {
 
   SamConfig c_;
   Conv2d<B> patch_embed_;
-  std::vector<float> pos_embed_;  // [G, G, C] f32
+  backend::Buffer<B> pos_embed_;  // [G, G, C] f32 on B's device
   DType pos_dtype_ = DType::f32;
   bool round_ = false;
   std::vector<SamBlock<B>> blocks_;

@@ -1,21 +1,50 @@
-// The CPU backend's primitive ops under the names every backend shares (Eigen's style: one small
-// vocabulary, specialised per backend). Blocks in nn/ call Ops<B>::name(...).
+// The CPU backend's primitive ops under the names every backend shares (backend/ops.hpp lists the
+// vocabulary). Blocks in nn/ call Ops<B>::name(...).
 #pragma once
 
-#include "deepseek/backend/cpu/mla_attention.hpp"
+#include "deepseek/backend/ops.hpp"
+
+#include "deepseek/backend/cpu/cache_rows.hpp"
+#include "deepseek/backend/cpu/indexer.hpp"
 #include "deepseek/backend/cpu/indexer_scores.hpp"
 #include "deepseek/backend/cpu/linear.hpp"
+#include "deepseek/backend/cpu/mha_attention.hpp"
+#include "deepseek/backend/cpu/mla.hpp"
+#include "deepseek/backend/cpu/mla_attention.hpp"
+#include "deepseek/backend/cpu/rope.hpp"
+#include "deepseek/backend/cpu/moe.hpp"
 #include "deepseek/backend/cpu/ops.hpp"
 #include "deepseek/backend/cpu/vision_ops.hpp"
 #include "deepseek/core/device.hpp"
 
 namespace deepseek::backend {
 
-template <class B>
-struct Ops;  // specialised by each backend; an unsupported backend fails to compile here
-
 template <>
 struct Ops<::deepseek::cpu> {
+  using Buffer = std::vector<float>;  // host memory is the CPU's device memory
+
+  static Buffer vector_f32(const TensorView& v) {
+    Buffer b(size_t(v.numel()));
+    cpu::to_f32(v, b.data());
+    return b;
+  }
+  // out[i] = table[ids[i]] as f32 (a [vocab, d] table in f32 / bf16 / f16; ids checked by the caller).
+  static void embedding(const TensorView& table, const int32_t* ids, int64_t n, float* out) {
+    cpu::embedding(table, ids, n, out);
+  }
+  static bool all_finite(const float* x, int64_t n) { return cpu::all_finite(x, n); }
+
+  // MoE (nn/moe.hpp; backend/cpu/moe.hpp): idx / weight [n, top_k] from the router logits [n, E];
+  // y [n, d] += sum_k weight[t, k] * expert_{idx[t, k]}(x[t]), each token's experts summed in
+  // ascending expert order.
+  static void moe_route(const float* logits, int64_t n, const MoeRouting& r, int* idx, float* weight) {
+    cpu::moe_route(logits, n, r, idx, weight);
+  }
+  static void moe_experts(const ExpertFfn* experts, int E, const float* x, int64_t n, int64_t d, const int* idx,
+                          const float* weight, int K, float* y) {
+    cpu::moe_experts(experts, E, x, n, d, idx, weight, K, y);
+  }
+  static void fill(float* y, int64_t n, float v) { cpu::fill(y, n, v); }  // y[0:n) = v
   static void linear(const BlockQuantMatrix& W, const float* x, int64_t n, float* y, int64_t ldx = -1, int64_t ldy = -1) {
     cpu::linear(W, x, n, y, ldx, ldy);
   }
@@ -35,26 +64,71 @@ struct Ops<::deepseek::cpu> {
   static void softmax(float* x, int64_t n) { cpu::softmax(x, n); }
   static float dot(const float* a, const float* b, int64_t n) { return cpu::dot(a, b, n); }
   static void axpy(float a, const float* x, float* y, int64_t n) { cpu::axpy(a, x, y, n); }
-  // Absorbed MLA attention over latent cache rows, all heads per pass (mla_attention.hpp).
-  using LatentRows = cpu::LatentRows;
-  using RowFormat = cpu::RowFormat;
-  using KeyFormat = cpu::KeyFormat;
-  static void latent_attention(const float* qa, int64_t n, int64_t H, int64_t lora, int64_t rope, float scale,
-                               const LatentRows& rows, float* o) {
-    cpu::latent_attention(qa, n, H, lora, rope, scale, rows, o);
+  static void scale(float* x, int64_t n, float s) {
+    for (int64_t i = 0; i < n; ++i) x[i] *= s;
   }
-  // DSA indexer scores of one query against n cached keys, all index heads per key (indexer_scores.hpp).
-  static void indexer_scores(const float* q, const float* w, int64_t H, int64_t D, float scale, const void* const* keys,
-                             KeyFormat fmt, int64_t n, float* scores) {
-    cpu::indexer_scores(q, w, H, D, scale, keys, fmt, n, scores);
-  }
-  static void online_attention_block(const float* Q, int64_t ldq, int64_t n, int64_t dk, const float* K, int64_t ldk,
-                                     const float* V, int64_t ldv, int64_t r, int64_t dv, const int32_t* vis, float scale,
-                                     float* m, float* l, float* O, int64_t ldo) {
-    cpu::online_attention_block(Q, ldq, n, dk, K, ldk, V, ldv, r, dv, vis, scale, m, l, O, ldo);
+  // dst[r * ldd + c] = src[r * lds + c] for r < rows, c < cols.
+  static void copy2d(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; ++r) std::copy(src + r * lds, src + r * lds + cols, dst + r * ldd);
   }
 
+  // RoPE (backend/cpu/rope.hpp): vector h of row t at x + t * ld + h * head_stride, position p0 + t.
+  static void rope(float* x, int64_t n, int64_t heads, int64_t ld, int64_t head_stride, int64_t p0, const RopeParams& r) {
+    cpu::rope(x, n, heads, ld, head_stride, p0, r);
+  }
+  // KV cache rows p0 .. p0 + n - 1, columns [col, col + width) (backend/cpu/cache_rows.hpp).
+  static void store_rows(const CacheView& c, int64_t p0, int64_t col, const float* v, int64_t n, int64_t width, int64_t ld) {
+    cpu::store_rows(c, p0, col, v, n, width, ld);
+  }
+  static void load_rows(const CacheView& c, int64_t p0, int64_t col, int64_t n, int64_t width, float* out, int64_t ld) {
+    cpu::load_rows(c, p0, col, n, width, out, ld);
+  }
+
+  // MLA's attention orders (backend/cpu/mla.hpp).
+  static void mla_expanded_attention(const BlockQuantMatrix& kv_b_proj, const MlaDims& m, float scale, const float* q, int64_t n,
+                                     int64_t p0, const CacheView& cache, const int32_t* sel_idx, const int32_t* sel_count,
+                                     int64_t sel_k, float* o) {
+    cpu::mla_expanded_attention(kv_b_proj, m, scale, q, n, p0, cache, sel_idx, sel_count, sel_k, o);
+  }
+  static void mla_tiled_attention(const BlockQuantMatrix& kv_b_proj, const MlaDims& m, float scale, const float* q, int64_t n,
+                                  int64_t p0, const CacheView& cache, float* o) {
+    cpu::mla_tiled_attention(kv_b_proj, m, scale, q, n, p0, cache, o);
+  }
+  static void mla_absorb(const BlockQuantMatrix& kv_b_proj, const MlaDims& m, const float* q, int64_t n, float* qa) {
+    cpu::mla_absorb(kv_b_proj, m, q, n, qa);
+  }
+  static void mla_unabsorb(const BlockQuantMatrix& kv_b_proj, const MlaDims& m, const float* ot, int64_t n, float* o) {
+    cpu::mla_unabsorb(kv_b_proj, m, ot, n, o);
+  }
+  static void mla_latent_attention(const MlaDims& m, float scale, const float* qa, int64_t n, int64_t p0, const CacheView& cache,
+                                   const int32_t* sel_idx, const int32_t* sel_count, int64_t sel_k, bool bf16_products,
+                                   float* ot) {
+    cpu::mla_latent_attention(m, scale, qa, n, p0, cache, sel_idx, sel_count, sel_k, bf16_products, ot);
+  }
+
+  // The DSA indexer (backend/cpu/indexer.hpp).
+  static void indexer_keys(float* k, int64_t n, int64_t D, const float* norm_weight, const float* norm_bias, float eps,
+                           int64_t p0, const RopeParams& r, bool fp8_hadamard) {
+    cpu::indexer_keys(k, n, D, norm_weight, norm_bias, eps, p0, r, fp8_hadamard);
+  }
+  static void indexer_queries(float* q, int64_t n, int64_t H, int64_t D, int64_t p0, const RopeParams& r, bool fp8_hadamard) {
+    cpu::indexer_queries(q, n, H, D, p0, r, fp8_hadamard);
+  }
+  static void indexer_select(const float* q, const float* w, int64_t n, int64_t p0, int64_t H, int64_t D, float scale,
+                             const CacheView& cache, int64_t col, int64_t topk, int32_t* idx, int32_t* count) {
+    cpu::indexer_select(q, w, n, p0, H, D, scale, cache, col, topk, idx, count);
+  }
+
+  // Plain multi-head attention over a K/V cache (backend/cpu/mha_attention.hpp).
+  static void mha_attention(const float* q, int64_t n, int64_t p0, int64_t H, int64_t G, int64_t hd, float scale,
+                            const CacheView& cache, float* o) {
+    cpu::mha_attention(q, n, p0, H, G, hd, scale, cache, o);
+  }
   // Vision encoder (vision_ops.hpp): channels-last maps, f32 activations.
+  // x[0:n) rounded to d's precision in place (bf16 / f16; other dtypes leave x): resampled tables.
+  static void round_to_dtype(float* x, int64_t n, DType d) { cpu::round_to_dtype(x, n, d); }
+  // y[r * ldy + c] = row[c] for r < n, c < d (one row repeated: OCR's newline / separator rows).
+  static void repeat_row(const float* row, int64_t d, int64_t n, float* y, int64_t ldy) { cpu::repeat_row(row, d, n, y, ldy); }
   static void layernorm(const float* x, int64_t n, int64_t d, const float* w, const float* b, float eps, float* y,
                         int64_t ldx = -1, int64_t ldy = -1) {
     cpu::layernorm(x, n, d, w, b, eps, y, ldx, ldy);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "deepseek/backend/cpu/simd.hpp"
+#include "deepseek/core/checked.hpp"
 #include "deepseek/core/dtype.hpp"
 #include "deepseek/core/tensor.hpp"
 
@@ -111,5 +112,15 @@ inline void to_f32(const TensorView& v, float* out) {
     default: break;  // callers admit only float dtypes
   }
 }
+
+// out[i, :] = table[ids[i], :] as f32 for a [vocab, d] table of any float dtype (the caller has
+// checked every id against vocab).
+inline void embedding(const TensorView& table, const int32_t* ids, int64_t n, float* out) {
+  const int64_t d = table.dim(1);
+  for (int64_t i = 0; i < n; ++i) to_f32(table.slice_rows(ids[i], ids[i] + 1), out + i * d);
+}
+
+// True when none of x[0, n) is NaN or infinite (core/checked.hpp's vectorisable scan).
+inline bool all_finite(const float* x, int64_t n) { return first_non_finite(x, n) < 0; }
 
 }  // namespace deepseek::backend::cpu

@@ -13,6 +13,9 @@
 //                      table: Keys cubic a = -0.5, support widened by the scale when shrinking, normalised
 //                      weights, separable (width, then height); weights in f32 as PyTorch computes them
 //   resize_linear      torch F.interpolate(linear, align_corners=False) along the rows of a [L, C] table
+//   round_to_dtype     f32 values rounded to bf16 / f16 precision in place (resampled tables cast back
+//                      to the parameters' dtype, as the official bf16 run's `.to(dtype)`)
+//   repeat_row         one [d] row written to n strided rows (OCR's image_newline / view_seperator rows)
 //
 // Versions: exp/erf/sigmoid, layernorm and softmax have AVX2 bodies with scalar twins that compute the
 // same formulas (tests compare them); attention multiplies with Eigen (Q K^T and P V per block of 128
@@ -23,6 +26,7 @@
 #pragma once
 
 #include "deepseek/backend/cpu/simd.hpp"
+#include "deepseek/core/dtype.hpp"
 #include "deepseek/core/parallel.hpp"
 
 #include <Eigen/Core>
@@ -475,6 +479,19 @@ inline void resize_linear(const float* x, int64_t L, int64_t C, int64_t M, float
     const float l1 = src - float(i0), l0 = 1.0f - l1;
     for (int64_t c = 0; c < C; ++c) y[i * C + c] = l0 * x[i0 * C + c] + l1 * x[i1 * C + c];
   }
+}
+
+// x[i] rounded to d's precision (round to nearest even) for i < n: bf16, f16; f32 (or any other dtype) leaves x.
+inline void round_to_dtype(float* x, int64_t n, DType d) {
+  if (d == DType::bf16)
+    for (int64_t i = 0; i < n; ++i) x[i] = round_to_bf16(x[i]);
+  else if (d == DType::f16)
+    for (int64_t i = 0; i < n; ++i) x[i] = f16_to_f32(f32_to_f16(x[i]));
+}
+
+// y[r * ldy + c] = row[c] for r < n, c < d.
+inline void repeat_row(const float* row, int64_t d, int64_t n, float* y, int64_t ldy) {
+  for (int64_t r = 0; r < n; ++r) std::memcpy(y + r * ldy, row, size_t(d) * sizeof(float));
 }
 
 }  // namespace deepseek::backend::cpu

@@ -1,0 +1,87 @@
+// The vocabulary every backend implements (Eigen's style: one small set of primitives, specialised
+// per backend). A block in nn/ is a short orchestration of Ops<B>::name(...) calls over buffers on
+// B's device; it never loops over activations itself, never calls a backend's functions or thread
+// pool by name, and never reads an activation on the host. A second backend (CUDA) implements this
+// list and nothing else. This header names no backend's headers: the CPU specialisation is pulled
+// in below for host compilers only, so a .cu file that names nn::Mla<cuda> does not see Eigen.
+//
+// Conventions shared by every primitive:
+//   - activations are f32 row-major [rows, cols] with a row stride (ld*, -1 = cols) on B's device;
+//     weights (BlockQuantMatrix) stay in their checkpoint dtype and are dequantized in the kernel
+//   - Buffer<B>: f32 scratch on B's device (Buffer(n), resize(n), data(), size()); blocks allocate
+//     it per call and never index it on the host
+//   - index arrays an activation decides (routing, selections) live on B's device too; the shape
+//     metadata of a call (n, positions p0, segment offsets, cache descriptors) are host values
+//
+// The text-model primitives, by the block that uses them (CPU: backend/cpu/backend.hpp):
+//   linear, linear_rows, linear_transposed_rows       y = x W^T, whole or a row range of W (any dtype)
+//   rmsnorm, add, silu_mul, softmax                    the elementwise / row-wise ops
+//   vector_f32(view)                                   a norm weight or bias as f32 on the device
+//   embedding(table, ids, n, out)                      rows of a [vocab, d] table in any float dtype
+//   rope(x, n, heads, ...)                             RoPE at positions p0 .. p0 + n - 1 (nn/rope.hpp)
+//   store_rows / load_rows (CacheView)                 write / read cache rows in the cache dtype
+//   mla_expanded_attention, mla_tiled_attention,       MLA's three exact orders (nn/mla.hpp), the
+//   mla_absorb / mla_unabsorb, latent_attention        absorbed one over the latent rows directly
+//   indexer_* (DSA, nn/dsa.hpp)                        key prep, scores, top-k selection
+//   moe_route, moe_experts (nn/moe.hpp)                routing and the grouped expert FFN
+//   mha_attention (nn/attention.hpp)                   plain multi-head attention over a K/V cache
+//   layernorm, add_bias, gelu_erf, quick_gelu,         the vision encoder (nn/sam_vit.hpp, clip_vision.hpp, conv2d.hpp)
+//   im2col_hwc, patchify_chw, vit_attention,           and DeepSeek-OCR's row layout (copy2d, repeat_row); the tables
+//   resize_bicubic_aa, resize_linear, round_to_dtype   resampled per input size, rounded to the stored dtype
+//   all_finite(x, n)                                   the models' NaN / Inf check (a host bool)
+#pragma once
+
+#include "deepseek/core/block_quant.hpp"
+
+#include <cstdint>
+#include <vector>
+
+namespace deepseek::backend {
+
+template <class B>
+struct Ops;  // specialised by each backend; an unsupported backend fails to compile where it is named
+
+// f32 scratch on B's device.
+template <class B>
+using Buffer = typename Ops<B>::Buffer;
+
+// Ops::rope's parameters: the rotary dims, the angles' inverse frequencies (dim / 2 host values,
+// nn/rope.hpp builds them; a device backend copies this small table with the call), the pair
+// layout and YaRN's attention factor.
+struct RopeParams {
+  const double* inv_freq = nullptr;
+  int64_t dim = 0;
+  bool interleaved = true;  // pairs (2i, 2i + 1); false: half-split pairs (i, i + dim / 2)
+  double attention_factor = 1.0;
+};
+
+// The head shapes of MLA (nn/mla.hpp) that its attention primitives read.
+struct MlaDims {
+  int64_t num_heads = 0, qk_nope_head_dim = 0, qk_rope_head_dim = 0, kv_lora_rank = 0, v_head_dim = 0;
+  int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
+};
+
+// Ops::moe_route's parameters (the scoring and selection rules of nn/moe.hpp's header).
+struct MoeRouting {
+  enum class Method { greedy, group_limited_greedy, noaux_tc };
+  enum class Scoring { softmax, sigmoid };
+  int n_experts = 0, top_k = 0, n_group = 1, topk_group = 1;
+  Method method = Method::greedy;
+  Scoring scoring = Scoring::softmax;
+  bool norm_topk_prob = false;
+  float routed_scaling_factor = 1.0f;
+  const float* bias = nullptr;  // noaux_tc: e_score_correction_bias [n_experts] on the device, else null
+};
+
+// One routed expert's SwiGLU weights, as Ops::moe_experts reads them.
+struct ExpertFfn {
+  const BlockQuantMatrix* gate_proj = nullptr;
+  const BlockQuantMatrix* up_proj = nullptr;
+  const BlockQuantMatrix* down_proj = nullptr;
+};
+
+}  // namespace deepseek::backend
+
+#if !defined(__CUDACC__)
+#include "deepseek/backend/cpu/backend.hpp"
+#endif
