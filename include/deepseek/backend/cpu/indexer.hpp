@@ -5,7 +5,7 @@
 
 #include "deepseek/backend/cpu/indexer_scores.hpp"
 #include "deepseek/backend/cpu/rope.hpp"
-#include "deepseek/backend/ops.hpp"
+#include "deepseek/backend/params.hpp"
 #include "deepseek/core/cache_view.hpp"
 #include "deepseek/core/dtype.hpp"
 

@@ -11,7 +11,7 @@
 #include "deepseek/backend/cpu/linear.hpp"
 #include "deepseek/backend/cpu/mla_attention.hpp"
 #include "deepseek/backend/cpu/ops.hpp"
-#include "deepseek/backend/ops.hpp"
+#include "deepseek/backend/params.hpp"
 #include "deepseek/core/cache_view.hpp"
 #include "deepseek/core/parallel.hpp"
 

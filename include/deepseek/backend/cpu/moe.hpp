@@ -1,17 +1,11 @@
 // The CPU backend's MoE primitives (nn/moe.hpp's header states the math): the router's selection
 // and weights from its logits, and the routed experts' SwiGLU FFNs over the tokens grouped per
 // expert.
-//
-// A classic include guard after the include of backend/ops.hpp (not #pragma once): MoeRouting and
-// ExpertFfn live in ops.hpp, which pulls in backend/cpu/backend.hpp, which includes this header.
-// Whichever of the three comes first, these functions are defined before Ops<cpu> names them.
-#include "deepseek/backend/ops.hpp"
-
-#ifndef DEEPSEEK_BACKEND_CPU_MOE_HPP
-#define DEEPSEEK_BACKEND_CPU_MOE_HPP
+#pragma once
 
 #include "deepseek/backend/cpu/linear.hpp"
 #include "deepseek/backend/cpu/ops.hpp"
+#include "deepseek/backend/params.hpp"
 #include "deepseek/core/parallel.hpp"
 
 #include <algorithm>
@@ -164,4 +158,3 @@ inline void moe_experts(const ExpertFfn* experts, int E, const float* x, int64_t
 
 }  // namespace deepseek::backend::cpu
 
-#endif  // DEEPSEEK_BACKEND_CPU_MOE_HPP

@@ -2,7 +2,7 @@
 // x + t * ld + h * head_stride and rotates by the angles of position p0 + t.
 #pragma once
 
-#include "deepseek/backend/ops.hpp"
+#include "deepseek/backend/params.hpp"
 
 #include <cmath>
 #include <cstdint>
