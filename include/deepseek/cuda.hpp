@@ -11,3 +11,9 @@
 #include "deepseek/core/tensor.hpp"
 
 #include "deepseek/backend/cuda/memory.cuh"
+
+// The kernels and Ops<cuda> (backend/cuda/ops.cuh) for translation units nvcc compiles; a host
+// .cpp that includes this header gets device memory and copies only.
+#if defined(__CUDACC__)
+#include "deepseek/backend/cuda/ops.cuh"
+#endif

@@ -26,6 +26,7 @@ struct cuda {
 struct DeviceAllocator {
   void* (*allocate)(size_t bytes);
   void (*deallocate)(void* p);
+  void (*upload)(void* dst, const void* host_src, size_t bytes);  // host -> this device, complete on return
 };
 
 inline const DeviceAllocator*& device_allocator_slot(Device d) {

@@ -141,6 +141,16 @@ class Tensor {
     return t;
   }
 
+  // A copy of a contiguous CPU view on `device` (through that device's registered allocator).
+  static Tensor copy_to(const TensorView& v, Device device) {
+    if (v.device() != Device::cpu) throw Error("Tensor::copy_to expects a CPU view");
+    if (device == Device::cpu) return copy_of(v);
+    if (!v.is_contiguous()) throw Error("Tensor::copy_to expects a contiguous view");
+    Tensor t = empty(v.dtype(), v.shape(), device);
+    if (v.nbytes() > 0) device_allocator(device)->upload(t.data(), v.data(), static_cast<size_t>(v.nbytes()));
+    return t;
+  }
+
   const TensorView& view() const { return view_; }
   operator const TensorView&() const { return view_; }
   void* data() const { return view_.data(); }

@@ -5,6 +5,11 @@
 // FP8 checkpoints pair every quantized `X.weight` (f8_e4m3, [out, in]) with `X.weight_scale_inv`
 // (f32, [ceil(out/128), ceil(in/128)]); `matrix()` returns both as one BlockQuantMatrix, so blocks
 // see a bf16, f32 or FP8 weight through one type and the kernel dequantizes on the fly.
+//
+// on(Device::cuda) gives a view whose get() / matrix() return device tensors: each tensor is
+// uploaded in its checkpoint dtype the first time any view of that family asks for it, and kept
+// while any of them lives (blocks hold views, so a model built from it owns its device weights).
+// The checks (names, shapes, dtypes) run on the checkpoint's header first, as on the CPU.
 #pragma once
 
 #include "deepseek/core/block_quant.hpp"
@@ -14,7 +19,9 @@
 
 #include <algorithm>
 #include <limits>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -57,12 +64,57 @@ class Weights {
     return w;
   }
   ActivationDType activations() const { return activations_; }
+  // The same view, with every tensor it returns on `d` (Device::cuda needs <deepseek/cuda.hpp>).
+  Weights on(Device d) const {
+    Weights w = *this;
+    w.device_ = d;
+    if (d != Device::cpu && !w.uploads_) w.uploads_ = std::make_shared<Uploads>();
+    return w;
+  }
+  Device device() const { return device_; }
   const std::string& prefix() const { return prefix_; }
   const Checkpoint& checkpoint() const { return *ckpt_; }
 
   bool has(const std::string& name) const { return ckpt_->find(prefix_ + name) != nullptr; }
 
-  TensorView get(const std::string& name) const {
+  TensorView get(const std::string& name) const { return place(prefix_ + name, host_view(name)); }
+  TensorView get(const std::string& name, const Shape& expected) const {
+    return place(prefix_ + name, host_view(name, expected));
+  }
+  TensorView get(const std::string& name, const Shape& expected, std::initializer_list<DType> allowed) const {
+    return place(prefix_ + name, host_view(name, expected, allowed));
+  }
+
+  // `<name>.weight` of shape [rows, cols] in f32, bf16 or f8_e4m3 (+ `<name>.weight_scale_inv`).
+  BlockQuantMatrix matrix(const std::string& name, int64_t rows, int64_t cols) const {
+    BlockQuantMatrix m;
+    m.activations = activations_;
+    m.weight = host_view(name + ".weight", Shape{rows, cols}, {DType::f32, DType::bf16, DType::f8_e4m3});
+    if (m.weight.dtype() == DType::f8_e4m3) {
+      const auto& q = ckpt_->config().quantization;
+      m.block_rows = q.block_rows;
+      m.block_cols = q.block_cols;
+      const int64_t sr = (rows + m.block_rows - 1) / m.block_rows, sc = (cols + m.block_cols - 1) / m.block_cols;
+      if (!has(name + ".weight_scale_inv"))
+        throw Error("f8_e4m3 weight without its weight_scale_inv", at_tensor(prefix_ + name + ".weight", ckpt_->dir()));
+      const TensorView scale = host_view(name + ".weight_scale_inv");
+      if (scale.shape() != Shape{sr, sc})
+        throw Error("expected shape " + Shape{sr, sc}.str() + " (the weight's " + Shape{rows, cols}.str() + " in " +
+                        std::to_string(m.block_rows) + "x" + std::to_string(m.block_cols) +
+                        " blocks, from quantization_config.weight_block_size) but the checkpoint has " + scale.shape().str(),
+                    at_tensor(prefix_ + name + ".weight_scale_inv", ckpt_->file_of(prefix_ + name + ".weight_scale_inv")));
+      m.scale_inv = place(prefix_ + name + ".weight_scale_inv", host_view(name + ".weight_scale_inv", Shape{sr, sc}, {DType::f32}));
+    } else if (has(name + ".weight_scale_inv")) {
+      throw Error(std::string("weight_scale_inv present but the weight is ") + dtype_name(m.weight.dtype()) + ", not f8_e4m3",
+                  at_tensor(prefix_ + name + ".weight", ckpt_->dir()));
+    }
+    m.weight = place(prefix_ + name + ".weight", m.weight);  // after every check
+    return m;
+  }
+
+ private:
+  // The checkpoint's (host) view, checked: present, of the expected shape, of an allowed dtype.
+  TensorView host_view(const std::string& name) const {
     const std::string full = prefix_ + name;
     if (!ckpt_->find(full)) {
       std::string msg = "missing tensor";
@@ -72,50 +124,29 @@ class Weights {
     }
     return ckpt_->view(full);
   }
-
-  TensorView get(const std::string& name, const Shape& expected) const {
-    TensorView v = get(name);
+  TensorView host_view(const std::string& name, const Shape& expected) const {
+    TensorView v = host_view(name);
     if (v.shape() != expected)
       throw Error("expected shape " + expected.str() + " but the checkpoint has " + v.shape().str(),
                   at_tensor(prefix_ + name, ckpt_->file_of(prefix_ + name)));
     return v;
   }
-
-  TensorView get(const std::string& name, const Shape& expected, std::initializer_list<DType> allowed) const {
-    TensorView v = get(name, expected);
+  TensorView host_view(const std::string& name, const Shape& expected, std::initializer_list<DType> allowed) const {
+    TensorView v = host_view(name, expected);
     if (std::find(allowed.begin(), allowed.end(), v.dtype()) == allowed.end())
       throw Error(std::string("unsupported dtype ") + dtype_name(v.dtype()) + " for this tensor",
                   at_tensor(prefix_ + name, ckpt_->file_of(prefix_ + name)));
     return v;
   }
-
-  // `<name>.weight` of shape [rows, cols] in f32, bf16 or f8_e4m3 (+ `<name>.weight_scale_inv`).
-  BlockQuantMatrix matrix(const std::string& name, int64_t rows, int64_t cols) const {
-    BlockQuantMatrix m;
-    m.activations = activations_;
-    m.weight = get(name + ".weight", Shape{rows, cols}, {DType::f32, DType::bf16, DType::f8_e4m3});
-    if (m.weight.dtype() == DType::f8_e4m3) {
-      const auto& q = ckpt_->config().quantization;
-      m.block_rows = q.block_rows;
-      m.block_cols = q.block_cols;
-      const int64_t sr = (rows + m.block_rows - 1) / m.block_rows, sc = (cols + m.block_cols - 1) / m.block_cols;
-      if (!has(name + ".weight_scale_inv"))
-        throw Error("f8_e4m3 weight without its weight_scale_inv", at_tensor(prefix_ + name + ".weight", ckpt_->dir()));
-      const TensorView scale = get(name + ".weight_scale_inv");
-      if (scale.shape() != Shape{sr, sc})
-        throw Error("expected shape " + Shape{sr, sc}.str() + " (the weight's " + Shape{rows, cols}.str() + " in " +
-                        std::to_string(m.block_rows) + "x" + std::to_string(m.block_cols) +
-                        " blocks, from quantization_config.weight_block_size) but the checkpoint has " + scale.shape().str(),
-                    at_tensor(prefix_ + name + ".weight_scale_inv", ckpt_->file_of(prefix_ + name + ".weight_scale_inv")));
-      m.scale_inv = get(name + ".weight_scale_inv", Shape{sr, sc}, {DType::f32});
-    } else if (has(name + ".weight_scale_inv")) {
-      throw Error(std::string("weight_scale_inv present but the weight is ") + dtype_name(m.weight.dtype()) + ", not f8_e4m3",
-                  at_tensor(prefix_ + name + ".weight", ckpt_->dir()));
-    }
-    return m;
+  // The view on device_: the checkpoint's own on the CPU, else its upload (made once, shared).
+  TensorView place(const std::string& full, const TensorView& host) const {
+    if (device_ == Device::cpu) return host;
+    std::lock_guard<std::mutex> lock(uploads_->mutex);
+    auto it = uploads_->tensors.find(full);
+    if (it == uploads_->tensors.end()) it = uploads_->tensors.emplace(full, Tensor::copy_to(host, device_)).first;
+    return it->second.view();
   }
 
- private:
   std::string nearest(const std::string& full) const {
     std::string best;
     size_t best_d = std::max<size_t>(full.size() / 3, 3);
@@ -129,9 +160,16 @@ class Weights {
     return best;
   }
 
+  struct Uploads {
+    std::mutex mutex;
+    std::map<std::string, Tensor> tensors;  // full name -> its copy on device_
+  };
+
   std::shared_ptr<const Checkpoint> ckpt_;
   std::string prefix_;
   ActivationDType activations_ = ActivationDType::f32;
+  Device device_ = Device::cpu;
+  std::shared_ptr<Uploads> uploads_;
 };
 
 }  // namespace deepseek::io

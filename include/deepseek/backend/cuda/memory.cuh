@@ -76,7 +76,11 @@ inline void* device_allocate(size_t bytes) {
 // down at process exit) has nothing left to free.
 inline void device_deallocate(void* p) { (void)cudaFree(p); }
 
-inline constexpr DeviceAllocator kDeviceAllocator{&device_allocate, &device_deallocate};
+inline void device_upload(void* dst, const void* src, size_t bytes) {
+  DEEPSEEK_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+}
+
+inline constexpr DeviceAllocator kDeviceAllocator{&device_allocate, &device_deallocate, &device_upload};
 
 inline bool install_allocator() {
   set_device_allocator(Device::cuda, &kDeviceAllocator);
