@@ -172,7 +172,7 @@ struct CacheView {
     for (; i < n; ++i) out[i] = bf16_to_f32(h[col + i - bf16_start()]);
   }
 
- private:
+  // The row's parts (device backends read them to write the same bytes).
   // The bf16 part of a row: all of it (bf16) or what follows the FP8 values and scales.
   int64_t bf16_start() const { return dtype == CacheDType::fp8_e4m3 ? fp8_values : 0; }
   int64_t tail_offset() const { return dtype == CacheDType::fp8_e4m3 ? fp8_values + 4 * fp8_scale_count(fp8_values) : 0; }

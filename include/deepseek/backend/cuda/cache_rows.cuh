@@ -15,23 +15,16 @@ namespace deepseek::backend::cuda {
 
 namespace kernels {
 
-// The offsets of a row's parts (CacheView's private helpers, as device code).
+// The offsets of a row's parts (CacheView's), as plain values a kernel takes.
 struct RowLayout {
   int64_t row_bytes, fp8_values, index_fp8, width, tail_offset, suffix_start, suffix_offset;
   int dtype;  // 0 f32, 1 bf16, 2 fp8_e4m3
 };
 inline RowLayout row_layout(const CacheView& c) {
-  RowLayout l{};
-  l.row_bytes = c.row_bytes();
-  l.width = c.width;
-  l.dtype = c.dtype == CacheDType::f32 ? 0 : c.dtype == CacheDType::bf16 ? 1 : 2;
-  const bool fp8 = l.dtype == 2;
-  l.fp8_values = fp8 ? c.fp8_values : 0;
-  l.index_fp8 = fp8 ? c.index_fp8 : 0;
-  l.tail_offset = fp8 ? c.fp8_values + 4 * fp8_scale_count(c.fp8_values) : 0;
-  l.suffix_start = c.width - l.index_fp8;
-  l.suffix_offset = l.tail_offset + 2 * (l.suffix_start - l.fp8_values);
-  return l;
+  const bool fp8 = c.dtype == CacheDType::fp8_e4m3;
+  return RowLayout{c.row_bytes(),       fp8 ? c.fp8_values : 0, fp8 ? c.index_fp8 : 0, c.width,
+                   c.tail_offset(),     c.suffix_start(),       c.suffix_offset(),
+                   c.dtype == CacheDType::f32 ? 0 : c.dtype == CacheDType::bf16 ? 1 : 2};
 }
 __device__ __forceinline__ uint8_t* row_ptr(uint8_t* base, int64_t block_size, const int32_t* table, int64_t row_bytes,
                                             int64_t pos) {

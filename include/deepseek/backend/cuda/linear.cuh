@@ -36,18 +36,19 @@ struct WeightArgs {
   int block_rows = 128, block_cols = 128;
   int dtype = 0;  // 0 f32, 1 bf16, 2 e4m3
 };
-__device__ __forceinline__ float weight_at(const WeightArgs& a, int64_t r, int64_t c) {
-  const int64_t i = r * a.cols + c;
-  if (a.dtype == 0) return static_cast<const float*>(a.w)[i];
-  if (a.dtype == 1) return dev::bf16_to_f32(static_cast<const uint16_t*>(a.w)[i]);
-  return dev::f8_e4m3_to_f32(static_cast<const uint8_t*>(a.w)[i]) * a.scale[(r / a.block_rows) * a.scale_cols + c / a.block_cols];
-}
-// The unscaled weight (FP8: the e4m3 value alone) and its block scale, for the rounded-activation product.
+// The stored weight (FP8: the e4m3 value alone) and the block scale that multiplies it.
 __device__ __forceinline__ float weight_raw(const WeightArgs& a, int64_t r, int64_t c) {
   const int64_t i = r * a.cols + c;
   if (a.dtype == 0) return static_cast<const float*>(a.w)[i];
   if (a.dtype == 1) return dev::bf16_to_f32(static_cast<const uint16_t*>(a.w)[i]);
   return dev::f8_e4m3_to_f32(static_cast<const uint8_t*>(a.w)[i]);
+}
+__device__ __forceinline__ float block_scale(const WeightArgs& a, int64_t r, int64_t c) {
+  return a.scale[(r / a.block_rows) * a.scale_cols + c / a.block_cols];
+}
+// W[r, c] as f32 (exact).
+__device__ __forceinline__ float weight_at(const WeightArgs& a, int64_t r, int64_t c) {
+  return a.dtype == 2 ? weight_raw(a, r, c) * block_scale(a, r, c) : weight_raw(a, r, c);
 }
 
 // One warp per row r0 + blockIdx.x * warps + warp, tokens [t0, t0 + nt) with nt <= kGemvTokens.
@@ -62,7 +63,7 @@ static __global__ void gemv(WeightArgs a, int64_t r0, int64_t r1, const float* x
   const bool fp8 = a.dtype == 2;
   for (int64_t c = lane; c < a.cols; c += 32) {
     if (round && fp8) {
-      const float w = weight_raw(a, r, c), s = a.scale[(r / a.block_rows) * a.scale_cols + c / a.block_cols];
+      const float w = weight_raw(a, r, c), s = block_scale(a, r, c);
       for (int t = 0; t < nt; ++t) acc[t] = fmaf(w, dev::round_to_bf16(x[t * ldx + c] * s), acc[t]);
     } else {
       const float w = weight_at(a, r, c);
