@@ -193,5 +193,6 @@ inline void write_npy(const std::string& path, const float* data, int64_t rows, 
 
 #define DEEPSEEK_CLI_CONCAT2(a, b) a##b
 #define DEEPSEEK_CLI_CONCAT(a, b) DEEPSEEK_CLI_CONCAT2(a, b)
+// __COUNTER__, not __LINE__: the build compiles the cmd_*.cpp files as one unity translation unit.
 #define DEEPSEEK_CLI_COMMAND(name, summary, fn) \
-  static ::deepseek::cli::Registrar DEEPSEEK_CLI_CONCAT(deepseek_cli_registrar_, __LINE__)(name, summary, fn)
+  static ::deepseek::cli::Registrar DEEPSEEK_CLI_CONCAT(deepseek_cli_registrar_, __COUNTER__)(name, summary, fn)

@@ -15,6 +15,8 @@
 namespace deepseek::test {
 
 inline const std::string kModels = DEEPSEEK_FIXTURES_DIR "/models/";
+// The trained demo model the repo ships.
+inline const std::string kDemoModel = DEEPSEEK_FIXTURES_DIR "/../../examples/models/deepseek-v3-demo";
 
 // Every MLA, MHA and DSA fixture: dense V2/V3 (f32, bf16, FP8 weights), the OCR decoder's MHA, V3.2.
 // v3_dense_long (300 tokens) and v32_dsa_long (192) sweep many row blocks; v3_lora128 admits FP8.

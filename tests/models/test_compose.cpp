@@ -27,19 +27,19 @@
 using namespace deepseek;
 using deepseek::test::argmax;
 using deepseek::test::ids_of;
+using deepseek::test::kDemoModel;
 using deepseek::test::kModels;
 using deepseek::test::rel_diff;
 
 namespace {
 
-const std::string kDemoModel = DEEPSEEK_FIXTURES_DIR "/../../examples/models/deepseek-v3-demo";
 
 struct Case {
   std::string dir;
   std::vector<int32_t> prompt;
 };
 
-std::vector<Case> cases() {
+std::vector<Case> compose_cases() {
   std::vector<Case> out;
   for (const auto& k : {"prompt0_ids", "prompt2_ids"})
     out.push_back(
@@ -54,7 +54,7 @@ constexpr int kDecodeSteps = 4;
 }  // namespace
 
 TEST_CASE("compose: every layer in order equals models::DeepSeekV3", "[compose][model]") {
-  for (const Case& c : cases()) {
+  for (const Case& c : compose_cases()) {
     auto ckpt = io::Checkpoint::open(c.dir);
     const models::DeepSeekV3<cpu> reference(ckpt);
     const examples::ComposedModel<cpu> composed(ckpt);

@@ -23,12 +23,12 @@
 
 using namespace deepseek;
 using deepseek::test::ids_of;
+using deepseek::test::kDemoModel;
 using deepseek::test::kModels;
 using deepseek::test::rel_diff;
 
 namespace {
 
-const std::string kDemoModel = DEEPSEEK_FIXTURES_DIR "/../../examples/models/deepseek-v3-demo";
 const std::string kDemoFixtures = DEEPSEEK_FIXTURES_DIR "/demo/";
 
 std::vector<int32_t> to_i32(const std::vector<tokenizer::TokenId>& v) { return std::vector<int32_t>(v.begin(), v.end()); }

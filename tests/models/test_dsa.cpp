@@ -29,7 +29,7 @@ using namespace deepseek::test;
 
 namespace {
 
-const char* kVariants[] = {"v32_dsa_topk_small", "v32_dsa_topk_large"};
+const char* kDsaVariants[] = {"v32_dsa_topk_small", "v32_dsa_topk_large"};
 
 bool all_finite(const std::vector<float>& v) {
   return std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); });
@@ -78,7 +78,7 @@ TEST_CASE("V3.2 checkpoints load with their indexer", "[model][dsa]") {
 }
 
 TEST_CASE("DSA logits match transformers", "[model][dsa][reference]") {
-  for (const char* variant : kVariants) {
+  for (const char* variant : kDsaVariants) {
     INFO("variant " << variant);
     models::DeepSeekV3<cpu> model(io::Checkpoint::open(kModels + variant));
     auto ref = load_reference(variant);
@@ -99,7 +99,7 @@ TEST_CASE("DSA logits match transformers", "[model][dsa][reference]") {
 }
 
 TEST_CASE("indexer selection matches transformers", "[model][dsa][reference]") {
-  for (const char* variant : kVariants) {
+  for (const char* variant : kDsaVariants) {
     INFO("variant " << variant);
     models::DeepSeekV3<cpu> model(io::Checkpoint::open(kModels + variant));
     auto ref = load_reference(variant);
@@ -124,7 +124,7 @@ TEST_CASE("indexer selection matches transformers", "[model][dsa][reference]") {
 }
 
 TEST_CASE("DSA greedy continuation matches transformers", "[model][dsa][generate]") {
-  for (const char* variant : kVariants) {
+  for (const char* variant : kDsaVariants) {
     INFO("variant " << variant);
     models::DeepSeekV3<cpu> model(io::Checkpoint::open(kModels + variant));
     auto ref = load_reference(variant);
@@ -133,7 +133,7 @@ TEST_CASE("DSA greedy continuation matches transformers", "[model][dsa][generate
 }
 
 TEST_CASE("DSA cached decode equals full recompute; paged equals contiguous", "[model][dsa][cache]") {
-  for (const char* variant : kVariants) {
+  for (const char* variant : kDsaVariants) {
     INFO("variant " << variant);
     models::DeepSeekV3<cpu> model(io::Checkpoint::open(kModels + variant));
     auto ref = load_reference(variant);
@@ -275,7 +275,7 @@ TEST_CASE("FP8 indexer selections match the official FP8 path", "[model][dsa][fp
     REQUIRE(rel_diff(logits.data(), want.data_as<float>() + t * V, V) < 1e-4);
   }
   // The small fixtures (index_head_dim 16: one block) still run end to end in FP8.
-  for (const char* v : kVariants) {
+  for (const char* v : kDsaVariants) {
     INFO("variant " << v);
     models::DeepSeekV3<cpu> m(io::Checkpoint::open(kModels + v), o);
     auto r = load_reference(v);

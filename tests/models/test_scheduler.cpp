@@ -159,7 +159,6 @@ TEST_CASE("Scheduler: each request decodes as it would alone, through waiting, c
 
 namespace {
 
-const std::string kDemoModel = DEEPSEEK_FIXTURES_DIR "/../../examples/models/deepseek-v3-demo";
 
 struct Demo {
   std::shared_ptr<io::Checkpoint> ckpt = io::Checkpoint::open(kDemoModel);

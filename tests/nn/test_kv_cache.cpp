@@ -16,11 +16,11 @@
 using namespace deepseek;
 
 namespace {
-const std::string kDir = DEEPSEEK_FIXTURES_DIR "/kv_cache/";
+const std::string kKvCacheDir = DEEPSEEK_FIXTURES_DIR "/kv_cache/";
 }
 
 TEST_CASE("FP8 cache rows equal FlashMLA's quantize_k_cache bytes", "[nn][cache][fp8]") {
-  auto f = io::SafetensorsFile::open(kDir + "fp8_flashmla.safetensors");
+  auto f = io::SafetensorsFile::open(kKvCacheDir + "fp8_flashmla.safetensors");
   const auto rows = f->view("rows"), quant = f->view("quantized"), deq = f->view("dequantized");
   const int64_t N = rows.shape()[0], D = rows.shape()[1];
   REQUIRE(D == 576);

@@ -10,7 +10,6 @@
 #include <vector>
 
 using namespace deepseek;
-using namespace deepseek::backend;
 
 namespace {
 
@@ -67,9 +66,9 @@ TEST_CASE("decode_row is exact for every dtype", "[linear]") {
     auto o = make_matrix(dt, 130, 300, 7);
     std::vector<float> row(300);
     for (int64_t r : {0, 1, 127, 128, 129}) {
-      cpu::decode_row(o.m, r, 0, 300, row.data());
+      backend::cpu::decode_row(o.m, r, 0, 300, row.data());
       for (int64_t c = 0; c < 300; ++c) REQUIRE(f32_bits(row[size_t(c)]) == f32_bits(o.m.at(r, c)));
-      cpu::decode_row(o.m, r, 5, 133, row.data());
+      backend::cpu::decode_row(o.m, r, 5, 133, row.data());
       for (int64_t c = 5; c < 133; ++c) REQUIRE(f32_bits(row[size_t(c - 5)]) == f32_bits(o.m.at(r, c)));
     }
   }
@@ -79,36 +78,36 @@ TEST_CASE("linear matches the reference on odd shapes", "[linear]") {
   struct Shape2 {
     int64_t rows, cols;
   };
-  if (!cpu::has_avx512()) WARN("this CPU has no AVX-512: only the AVX2 kernels are tested");
+  if (!backend::cpu::has_avx512()) WARN("this CPU has no AVX-512: only the AVX2 kernels are tested");
   for (bool avx512 : {true, false})
   for (DType dt : {DType::f32, DType::bf16, DType::f8_e4m3})
     for (Shape2 s : {Shape2{1, 1}, Shape2{7, 13}, Shape2{129, 257}, Shape2{300, 200}, Shape2{64, 1000}, Shape2{9, 8300}})
-      for (int64_t n : {int64_t(1), int64_t(2), int64_t(3), int64_t(4), int64_t(6), int64_t(7), int64_t(13), cpu::kSmallMaxTokens, cpu::kSmallMaxTokens + 1, int64_t(70)}) {
+      for (int64_t n : {int64_t(1), int64_t(2), int64_t(3), int64_t(4), int64_t(6), int64_t(7), int64_t(13), backend::cpu::kSmallMaxTokens, backend::cpu::kSmallMaxTokens + 1, int64_t(70)}) {
         INFO("avx512 " << avx512 << " dtype " << dtype_name(dt) << " rows " << s.rows << " cols " << s.cols << " n " << n);
-        cpu::set_avx512(avx512);
+        backend::cpu::set_avx512(avx512);
         auto o = make_matrix(dt, s.rows, s.cols, uint64_t(s.rows * 31 + s.cols));
         auto x = random_vec(n * s.cols, 11);
         std::vector<float> y(static_cast<size_t>(n * s.rows)), ref(y.size());
-        cpu::linear(o.m, x.data(), n, y.data());
-        cpu::linear_reference(o.m, x.data(), n, ref.data());
+        backend::cpu::linear(o.m, x.data(), n, y.data());
+        backend::cpu::linear_reference(o.m, x.data(), n, ref.data());
         require_close(y, ref, s.cols);
       }
-  cpu::set_avx512(true);
+  backend::cpu::set_avx512(true);
 }
 
 TEST_CASE("row ranges, strides and the transposed product", "[linear]") {
   for (bool avx512 : {true, false})
   for (DType dt : {DType::bf16, DType::f8_e4m3}) {
     INFO("avx512 " << avx512 << " dtype " << dtype_name(dt));
-    cpu::set_avx512(avx512);
+    backend::cpu::set_avx512(avx512);
     auto o = make_matrix(dt, 260, 150, 3, 128, 128);
     const int64_t r0 = 100, r1 = 230, n = 6, k = r1 - r0;
     // linear_rows with a strided input and output
     auto x = random_vec(n * 200, 5);  // ldx 200 > cols
     std::vector<float> y(static_cast<size_t>(n * 140), -1.0f), ref(static_cast<size_t>(n * 260));
     for (int64_t nn : {int64_t(2), n}) {
-      cpu::linear_rows(o.m, r0, r1, x.data(), nn, y.data(), 200, 140);
-      cpu::linear_reference(o.m, x.data(), nn, ref.data(), 200, 260);
+      backend::cpu::linear_rows(o.m, r0, r1, x.data(), nn, y.data(), 200, 140);
+      backend::cpu::linear_reference(o.m, x.data(), nn, ref.data(), 200, 260);
       for (int64_t t = 0; t < nn; ++t)
         for (int64_t r = r0; r < r1; ++r)
           REQUIRE(y[size_t(t * 140 + r - r0)] == Approx(ref[size_t(t * 260 + r)]).margin(1e-4).epsilon(1e-4));
@@ -116,7 +115,7 @@ TEST_CASE("row ranges, strides and the transposed product", "[linear]") {
     // y[t, c] = sum_r x[t, r] W[r0 + r, c]
     auto xt = random_vec(n * k, 9);
     std::vector<float> yt(static_cast<size_t>(n * 150));
-    cpu::linear_transposed_rows(o.m, r0, r1, xt.data(), n, yt.data());
+    backend::cpu::linear_transposed_rows(o.m, r0, r1, xt.data(), n, yt.data());
     for (int64_t t = 0; t < n; ++t)
       for (int64_t c = 0; c < 150; ++c) {
         double acc = 0;
@@ -124,7 +123,7 @@ TEST_CASE("row ranges, strides and the transposed product", "[linear]") {
         REQUIRE(yt[size_t(t * 150 + c)] == Approx(acc).margin(1e-4).epsilon(1e-4));
       }
   }
-  cpu::set_avx512(true);
+  backend::cpu::set_avx512(true);
 }
 
 TEST_CASE("linear is the same for any thread count", "[linear][parallel]") {
@@ -136,9 +135,9 @@ TEST_CASE("linear is the same for any thread count", "[linear][parallel]") {
         auto x = random_vec(n * 515, 1);
         std::vector<float> a(size_t(n * 333)), b(size_t(n * 333));
         set_num_threads(1);
-        cpu::linear(o.m, x.data(), n, a.data());
+        backend::cpu::linear(o.m, x.data(), n, a.data());
         set_num_threads(3);
-        cpu::linear(o.m, x.data(), n, b.data());
+        backend::cpu::linear(o.m, x.data(), n, b.data());
         set_num_threads(2);
         REQUIRE(a == b);  // rows are split, never a sum: results are bit-identical
       }
@@ -148,14 +147,14 @@ TEST_CASE("linear is the same for any thread count", "[linear][parallel]") {
 // CPU has it) and the f32 kernels on the rounded input must both equal the rounding reference.
 // For FP8 the rounded value is x times the block scale.
 TEST_CASE("bf16 activations: native kernel and fallback match the rounding reference", "[linear][bf16]") {
-  const bool native = cpu::has_avx512bf16();
+  const bool native = backend::cpu::has_avx512bf16();
   if (!native) WARN("this CPU has no AVX512-BF16: only the AVX2 kernels of bf16 activations are tested");
   struct Shape2 {
     int64_t rows, cols;
   };
   for (bool use_native : {true, false}) {
     if (use_native && !native) continue;
-    cpu::set_avx512(use_native);
+    backend::cpu::set_avx512(use_native);
     for (DType dt : {DType::bf16, DType::f8_e4m3})
       for (Shape2 s : {Shape2{1, 1}, Shape2{7, 13}, Shape2{37, 200}, Shape2{129, 257}, Shape2{64, 1000}})
         for (int64_t n : {int64_t(1), int64_t(2), int64_t(3), int64_t(5), int64_t(6), int64_t(7), int64_t(13), int64_t(40)}) {
@@ -164,12 +163,12 @@ TEST_CASE("bf16 activations: native kernel and fallback match the rounding refer
           o.m.activations = ActivationDType::bf16;
           auto x = random_vec(n * s.cols, 23);
           std::vector<float> y(static_cast<size_t>(n * s.rows)), ref(y.size());
-          cpu::linear(o.m, x.data(), n, y.data());
-          cpu::linear_reference(o.m, x.data(), n, ref.data());
+          backend::cpu::linear(o.m, x.data(), n, y.data());
+          backend::cpu::linear_reference(o.m, x.data(), n, ref.data());
           require_close(y, ref, s.cols);
         }
   }
-  cpu::set_avx512(true);
+  backend::cpu::set_avx512(true);
 }
 
 TEST_CASE("bf16 activations round the input to nearest even, rows and strides included", "[linear][bf16]") {
@@ -181,9 +180,9 @@ TEST_CASE("bf16 activations round the input to nearest even, rows and strides in
   auto rnd = random_vec(n * ldx, 3);
   for (size_t i = 0; i < x.size(); ++i) x[i] = i % 3 == 0 ? tie_down : i % 3 == 1 ? tie_up : rnd[i];
   std::vector<float> exact(static_cast<size_t>(n * 70)), rounded_ref(exact.size());
-  cpu::linear_reference(o.m, x.data(), n, exact.data(), ldx, 70);  // f32 activations
+  backend::cpu::linear_reference(o.m, x.data(), n, exact.data(), ldx, 70);  // f32 activations
   o.m.activations = ActivationDType::bf16;
-  cpu::linear_reference(o.m, x.data(), n, rounded_ref.data(), ldx, 70);
+  backend::cpu::linear_reference(o.m, x.data(), n, rounded_ref.data(), ldx, 70);
   // Hand-rounded input through the f32 reference: the rule the flag stands for.
   std::vector<float> xr(x.size());
   for (size_t i = 0; i < x.size(); ++i) xr[i] = bf16_to_f32(f32_to_bf16(x[i]));
@@ -192,18 +191,18 @@ TEST_CASE("bf16 activations round the input to nearest even, rows and strides in
   BlockQuantMatrix plain = o.m;
   plain.activations = ActivationDType::f32;
   std::vector<float> by_hand(exact.size());
-  cpu::linear_reference(plain, xr.data(), n, by_hand.data(), ldx, 70);
+  backend::cpu::linear_reference(plain, xr.data(), n, by_hand.data(), ldx, 70);
   REQUIRE(rounded_ref == by_hand);
   REQUIRE(rounded_ref != exact);  // the flag changes the result
   for (bool use_native : {true, false}) {
-    cpu::set_avx512(use_native);
+    backend::cpu::set_avx512(use_native);
     std::vector<float> y(static_cast<size_t>(n * ldy), -7.0f);
-    cpu::linear_rows(o.m, r0, r1, x.data(), n, y.data(), ldx, ldy);
+    backend::cpu::linear_rows(o.m, r0, r1, x.data(), n, y.data(), ldx, ldy);
     for (int64_t t = 0; t < n; ++t)
       for (int64_t r = r0; r < r1; ++r)
         REQUIRE(y[size_t(t * ldy + r - r0)] == Approx(rounded_ref[size_t(t * 70 + r)]).margin(1e-5).epsilon(1e-5));
   }
-  cpu::set_avx512(true);
+  backend::cpu::set_avx512(true);
 }
 
 TEST_CASE("FP8 blocks other than 128 x 128", "[linear]") {
@@ -215,14 +214,14 @@ TEST_CASE("FP8 blocks other than 128 x 128", "[linear]") {
       for (ActivationDType act : {ActivationDType::f32, ActivationDType::bf16})
         for (int64_t n : {int64_t(1), int64_t(7), int64_t(40)}) {
           INFO("avx512 " << avx512 << " block " << b.br << "x" << b.bc << " bf16 " << (act == ActivationDType::bf16) << " n " << n);
-          cpu::set_avx512(avx512);
+          backend::cpu::set_avx512(avx512);
           auto o = make_matrix(DType::f8_e4m3, 150, 230, 77, b.br, b.bc);
           o.m.activations = act;
           auto x = random_vec(n * 230, 4);
           std::vector<float> y(size_t(n * 150)), ref(y.size());
-          cpu::linear(o.m, x.data(), n, y.data());
-          cpu::linear_reference(o.m, x.data(), n, ref.data());
+          backend::cpu::linear(o.m, x.data(), n, y.data());
+          backend::cpu::linear_reference(o.m, x.data(), n, ref.data());
           require_close(y, ref, 230);
         }
-  cpu::set_avx512(true);
+  backend::cpu::set_avx512(true);
 }
