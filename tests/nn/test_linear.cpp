@@ -2,6 +2,7 @@
 // leave partial FP8 blocks and vector tails, token counts on both sides of the small/tiled switch
 // and of the 6-token register blocks.
 #include <deepseek/backend/cpu/linear.hpp>
+#include <deepseek/backend/cpu/moe.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -129,7 +130,7 @@ TEST_CASE("row ranges, strides and the transposed product", "[linear]") {
 TEST_CASE("linear is the same for any thread count", "[linear][parallel]") {
   for (DType dt : {DType::bf16, DType::f8_e4m3})
     for (ActivationDType act : {ActivationDType::f32, ActivationDType::bf16})
-      for (int64_t n : {int64_t(3), int64_t(40)}) {
+      for (int64_t n : {int64_t(1), int64_t(3), int64_t(40)}) {  // 1: finer chunks (gemv_chunks)
         auto o = make_matrix(dt, 333, 515, 21);
         o.m.activations = act;
         auto x = random_vec(n * 515, 1);
@@ -223,5 +224,72 @@ TEST_CASE("FP8 blocks other than 128 x 128", "[linear]") {
           backend::cpu::linear_reference(o.m, x.data(), n, ref.data());
           require_close(y, ref, 230);
         }
+  backend::cpu::set_avx512(true);
+}
+
+// backend/cpu/moe.hpp: one token's experts as two row-split jobs (moe_experts_token) against the
+// grouped path (whole-matrix linears per expert, then the weighted sum in ascending expert order),
+// which the two must agree with bit for bit. Shapes leave partial 32-row units, partial 64-row and
+// FP8 128-row blocks and vector tails.
+TEST_CASE("one token's MoE jobs equal the grouped experts bit for bit", "[linear][moe][parallel]") {
+  const int E = 8, K = 3;
+  for (bool avx512 : {true, false})
+    for (DType dt : {DType::f32, DType::bf16, DType::f8_e4m3})
+      for (ActivationDType act : {ActivationDType::f32, ActivationDType::bf16})
+        for (const auto& [d, inter] : {std::pair<int64_t, int64_t>{200, 160}, std::pair<int64_t, int64_t>{256, 384}})
+          for (bool with_shared : {true, false}) {
+            if (dt == DType::f32 && act == ActivationDType::bf16) continue;
+            backend::cpu::set_avx512(avx512);
+            INFO("avx512 " << avx512 << " dtype " << dtype_name(dt) << " bf16 act " << (act == ActivationDType::bf16)
+                           << " d " << d << " inter " << inter << " shared " << with_shared);
+            std::vector<Owned> mats;
+            mats.reserve(size_t(3 * (E + 1)));
+            for (int e = 0; e <= E; ++e) {
+              const int64_t w = e == E ? 2 * inter : inter;  // the shared expert is wider
+              mats.push_back(make_matrix(dt, w, d, uint64_t(100 + 3 * e)));
+              mats.push_back(make_matrix(dt, w, d, uint64_t(101 + 3 * e)));
+              mats.push_back(make_matrix(dt, d, w, uint64_t(102 + 3 * e)));
+            }
+            for (Owned& o : mats) o.m.activations = act;
+            std::vector<backend::ExpertFfn> ffn;
+            for (int e = 0; e <= E; ++e)
+              ffn.push_back({&mats[size_t(3 * e)].m, &mats[size_t(3 * e + 1)].m, &mats[size_t(3 * e + 2)].m});
+            const backend::ExpertFfn* shared = with_shared ? &ffn[size_t(E)] : nullptr;
+            const auto x = random_vec(d, 7);
+            const int idx[K] = {5, 0, 6};  // as routing gives them: by score, not by expert
+            const float weight[K] = {0.5f, 0.3f, 0.2f};
+            std::vector<float> fast(static_cast<size_t>(d)), grouped(static_cast<size_t>(d));
+            for (int threads : {2, 3}) {
+              set_num_threads(threads);
+              backend::cpu::moe_experts(ffn.data(), E, shared, x.data(), 1, d, idx, weight, K, fast.data());
+              if (shared)
+                backend::cpu::swiglu(*shared, x.data(), 1, grouped.data());
+              else
+                std::fill(grouped.begin(), grouped.end(), 0.0f);
+              backend::cpu::moe_experts_grouped(ffn.data(), E, x.data(), 1, d, idx, weight, K, grouped.data());
+              REQUIRE(fast == grouped);
+            }
+            // The reference math, to a tolerance: the shared expert plus the weighted experts.
+            std::vector<float> g(static_cast<size_t>(2 * inter)), u(g.size()), h(static_cast<size_t>(d)),
+                ref(static_cast<size_t>(d), 0.0f);
+            auto ffn_ref = [&](const backend::ExpertFfn& f, float w) {
+              const int64_t wd = f.gate_proj->rows();
+              backend::cpu::linear_reference(*f.gate_proj, x.data(), 1, g.data());
+              backend::cpu::linear_reference(*f.up_proj, x.data(), 1, u.data());
+              for (int64_t i = 0; i < wd; ++i)
+                g[size_t(i)] = g[size_t(i)] / (1.0f + std::exp(-g[size_t(i)])) * u[size_t(i)];
+              backend::cpu::linear_reference(*f.down_proj, g.data(), 1, h.data());
+              for (int64_t i = 0; i < d; ++i) ref[size_t(i)] += w * h[size_t(i)];
+            };
+            if (shared) ffn_ref(*shared, 1.0f);
+            for (int k = 0; k < K; ++k) ffn_ref(ffn[size_t(idx[k])], weight[k]);
+            double err = 0, mag = 0;
+            for (int64_t i = 0; i < d; ++i) {
+              err = std::max(err, double(std::abs(fast[size_t(i)] - ref[size_t(i)])));
+              mag = std::max(mag, double(std::abs(ref[size_t(i)])));
+            }
+            CHECK(err <= (act == ActivationDType::bf16 ? 1e-2 : 1e-4) * mag);
+          }
+  set_num_threads(2);
   backend::cpu::set_avx512(true);
 }

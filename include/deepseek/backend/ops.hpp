@@ -23,7 +23,7 @@
 //   mla_expanded_attention, mla_tiled_attention,       MLA's three exact orders (nn/mla.hpp), the
 //   mla_absorb / mla_unabsorb, latent_attention        absorbed one over the latent rows directly
 //   indexer_* (DSA, nn/dsa.hpp)                        key prep, scores, top-k selection
-//   moe_route, moe_experts (nn/moe.hpp)                routing and the grouped expert FFN
+//   moe_route, moe_experts (nn/moe.hpp)                routing; the shared + routed expert FFNs
 //   mha_attention (nn/attention.hpp)                   plain multi-head attention over a K/V cache
 //   layernorm, add_bias, gelu_erf, quick_gelu,         the vision encoder (nn/sam_vit.hpp, clip_vision.hpp, conv2d.hpp)
 //   im2col_hwc, patchify_chw, vit_attention,           and DeepSeek-OCR's row layout (copy2d, repeat_row); the tables

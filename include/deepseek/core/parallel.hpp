@@ -1,7 +1,10 @@
 // The CPU thread pool every CPU kernel uses.
 //
 // parallel_for(n, fn) splits [0, n) into contiguous chunks and runs fn(begin, end) on the pool's
-// workers and on the calling thread, then returns when all chunks are done. Decode calls it a few
+// workers and on the calling thread, then returns when all chunks are done. Threads take chunks
+// from a shared counter, 4 per thread by default; a caller whose items cost about the same and
+// whose threads may start late (a worker waking from sleep) asks for more, finer chunks, so that
+// the last chunk taken leaves the other threads less time to wait. Decode calls it a few
 // hundred times per token, so a job is published with one atomic generation bump and workers spin
 // briefly before sleeping: a wake-up through a condition variable alone costs tens of
 // microseconds, a large share of a small GEMV. A parallel_for issued from inside a worker runs
@@ -48,12 +51,14 @@ class ThreadPool {
 
   int size() const { return num_threads_; }
 
-  // fn(begin, end) over [0, n) in chunks of at least `grain` items.
+  // fn(begin, end) over [0, n) in chunks of at least `grain` items, at most max_chunks of them
+  // (0: 4 per thread).
   template <class F>
-  void parallel_for(int64_t n, F&& fn, int64_t grain = 1) {
+  void parallel_for(int64_t n, F&& fn, int64_t grain = 1, int64_t max_chunks = 0) {
     if (n <= 0) return;
     grain = std::max<int64_t>(grain, 1);
-    int64_t chunks = std::min<int64_t>((n + grain - 1) / grain, int64_t(num_threads_) * 4);
+    if (max_chunks <= 0) max_chunks = int64_t(num_threads_) * 4;
+    int64_t chunks = std::min<int64_t>((n + grain - 1) / grain, max_chunks);
     if (num_threads_ == 1 || chunks <= 1 || in_worker()) {
       fn(int64_t(0), n);
       return;
@@ -178,8 +183,8 @@ inline void set_num_threads(int n) {
 inline int num_threads() { return thread_pool().size(); }
 
 template <class F>
-void parallel_for(int64_t n, F&& fn, int64_t grain = 1) {
-  thread_pool().parallel_for(n, std::forward<F>(fn), grain);
+void parallel_for(int64_t n, F&& fn, int64_t grain = 1, int64_t max_chunks = 0) {
+  thread_pool().parallel_for(n, std::forward<F>(fn), grain, max_chunks);
 }
 
 }  // namespace deepseek

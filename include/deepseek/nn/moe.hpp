@@ -14,9 +14,10 @@
 //       scaling), else g *= routed_scaling_factor
 // Ties in top-k go to the lower index (torch leaves them unspecified).
 // The block is the router's linear, then Ops::moe_route (the rules above) and Ops::moe_experts (the
-// routed SwiGLU experts added onto the shared expert's output, each token's experts summed in
-// ascending expert order so results do not depend on how the backend schedules them; CPU:
-// backend/cpu/moe.hpp groups tokens per expert, one GEMM per expert over its tokens).
+// shared expert's SwiGLU plus the routed ones, each token's routed experts summed in ascending
+// expert order so results do not depend on how the backend schedules them; CPU:
+// backend/cpu/moe.hpp groups tokens per expert, one GEMM per expert over its tokens, and runs a
+// single token's experts, shared included, as two row-split jobs).
 #pragma once
 
 #include "deepseek/backend/ops.hpp"
@@ -116,12 +117,10 @@ class Moe {
     std::vector<int> idx(size_t(n * K));  // on B's device (the CPU's: host memory)
     backend::Buffer<B> wt(size_t(n * K));
     route(x, n, idx.data(), wt.data());
-    if (shared_) {
-      shared_->forward(x, n, y);
-    } else {
-      backend::Ops<B>::fill(y, n * d, 0.0f);
-    }
-    backend::Ops<B>::moe_experts(ffn_.data(), c_.n_routed_experts, x, n, d, idx.data(), wt.data(), K, y);
+    backend::ExpertFfn shared;  // read here: shared_ lives inside this object, which may have moved
+    if (shared_) shared = {&shared_->gate_proj(), &shared_->up_proj(), &shared_->down_proj()};
+    backend::Ops<B>::moe_experts(ffn_.data(), c_.n_routed_experts, shared_ ? &shared : nullptr, x, n, d, idx.data(),
+                                 wt.data(), K, y);
   }
 
  private:

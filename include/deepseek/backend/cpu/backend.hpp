@@ -35,14 +35,15 @@ struct Ops<::deepseek::cpu> {
   static bool all_finite(const float* x, int64_t n) { return cpu::all_finite(x, n); }
 
   // MoE (nn/moe.hpp; backend/cpu/moe.hpp): idx / weight [n, top_k] from the router logits [n, E];
-  // y [n, d] += sum_k weight[t, k] * expert_{idx[t, k]}(x[t]), each token's experts summed in
-  // ascending expert order.
+  // y [n, d] = shared(x) + sum_k weight[t, k] * expert_{idx[t, k]}(x[t]) (shared: the shared
+  // expert's SwiGLU, or null for none), each token's routed experts summed in ascending expert
+  // order and then added.
   static void moe_route(const float* logits, int64_t n, const MoeRouting& r, int* idx, float* weight) {
     cpu::moe_route(logits, n, r, idx, weight);
   }
-  static void moe_experts(const ExpertFfn* experts, int E, const float* x, int64_t n, int64_t d, const int* idx,
-                          const float* weight, int K, float* y) {
-    cpu::moe_experts(experts, E, x, n, d, idx, weight, K, y);
+  static void moe_experts(const ExpertFfn* experts, int E, const ExpertFfn* shared, const float* x, int64_t n,
+                          int64_t d, const int* idx, const float* weight, int K, float* y) {
+    cpu::moe_experts(experts, E, shared, x, n, d, idx, weight, K, y);
   }
   static void fill(float* y, int64_t n, float v) { cpu::fill(y, n, v); }  // y[0:n) = v
   static void linear(const BlockQuantMatrix& W, const float* x, int64_t n, float* y, int64_t ldx = -1, int64_t ldy = -1) {

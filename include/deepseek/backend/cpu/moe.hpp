@@ -83,13 +83,23 @@ inline void moe_route(const float* logits, int64_t n, const MoeRouting& r, int* 
   }
 }
 
+// y [n, d] = down(silu(gate x) * up x): one SwiGLU FFN (nn::Mlp's forward, as the shared expert).
+inline void swiglu(const ExpertFfn& f, const float* x, int64_t n, float* y) {
+  const int64_t inter = f.gate_proj->rows();
+  std::vector<float> g(size_t(n * inter)), u(size_t(n * inter));
+  linear(*f.gate_proj, x, n, g.data());
+  linear(*f.up_proj, x, n, u.data());
+  silu_mul(g.data(), u.data(), n * inter);
+  linear(*f.down_proj, g.data(), n, y);
+}
+
 // y [n, d] += sum_k weight[t, k] * expert_{idx[t, k]}(x[t]) over E SwiGLU experts
 // (down(silu(gate x) * up x)). Tokens are grouped per expert so each expert runs one GEMM over its
 // tokens; experts with no tokens cost nothing. With at least two active experts per thread, whole
 // experts run one per thread; each token sums its experts in ascending order either way, so
 // results do not depend on the thread count.
-inline void moe_experts(const ExpertFfn* experts, int E, const float* x, int64_t n, int64_t d, const int* idx,
-                        const float* weight, int K, float* y) {
+inline void moe_experts_grouped(const ExpertFfn* experts, int E, const float* x, int64_t n, int64_t d, const int* idx,
+                                const float* weight, int K, float* y) {
   // Tokens per expert with their gate weights, in token order; slot[e][i]: where token i of
   // expert e goes among its token's K outputs, which are kept in ascending expert order.
   std::vector<std::vector<std::pair<int64_t, float>>> tokens(static_cast<size_t>(E));
@@ -154,6 +164,91 @@ inline void moe_experts(const ExpertFfn* experts, int E, const float* x, int64_t
       for (int64_t i = 0; i < d; ++i) yt[i] += routed[size_t(i)];
     }
   });
+}
+
+// The same for one token (decode), as two jobs over all of its experts and the shared one: whole
+// experts per thread left the other thread waiting for the last expert taken (up to a sixth of the
+// routed weights at V2-Lite's 6 of 64), and row-split GEMVs cost a fork and join per matrix.
+//   job 1: units of gate_proj / up_proj rows (64, FP8: one 128-row scale block) of every expert:
+//          h_m[r] = silu(gate_m x)[r] * (up_m x)[r]
+//   job 2: units of 32 output rows: the shared expert's down_proj rows into y, then every routed
+//          expert's down_proj rows summed in ascending expert order and added, the order
+//          moe_experts_grouped sums in. Each row's products are those of one whole-matrix linear
+//          (the GEMV kernels chunk rows from 32-row-aligned starts), so the two agree bit for bit
+//          (tests/nn/test_linear.cpp).
+// y [d] is overwritten (shared may be null: no shared expert).
+inline void moe_experts_token(const ExpertFfn* experts, const ExpertFfn* shared, const float* x, int64_t d,
+                              const int* idx, const float* weight, int K, float* y) {
+  struct Part {
+    const ExpertFfn* f;
+    float w;
+    int64_t inter, h, unit;  // h: offset in hs
+  };
+  std::vector<Part> parts;
+  if (shared) parts.push_back({shared, 1.0f, 0, 0, 0});
+  std::vector<std::pair<int, float>> routed(static_cast<size_t>(K));
+  for (int k = 0; k < K; ++k) routed[size_t(k)] = {idx[k], weight[k]};
+  std::sort(routed.begin(), routed.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (const auto& [e, w] : routed) parts.push_back({&experts[e], w, 0, 0, 0});
+  int64_t h_total = 0;
+  for (Part& p : parts) {
+    p.inter = p.f->gate_proj->rows();
+    p.h = h_total;
+    h_total += p.inter;
+    p.unit = p.f->gate_proj->dtype() == DType::f8_e4m3 ? p.f->gate_proj->block_rows : 64;
+  }
+  std::vector<int64_t> first_unit;  // job 1: part m's units are [first_unit[m], first_unit[m + 1])
+  first_unit.assign(parts.size() + 1, 0);
+  for (size_t m = 0; m < parts.size(); ++m)
+    first_unit[m + 1] = first_unit[m] + (parts[m].inter + parts[m].unit - 1) / parts[m].unit;
+  std::vector<float> hs(static_cast<size_t>(h_total));
+  const int64_t units1 = first_unit.back();
+  auto gate_up = [&](int64_t b, int64_t e) {
+    float u[128];
+    size_t m = size_t(std::upper_bound(first_unit.begin(), first_unit.end(), b) - first_unit.begin()) - 1;
+    for (int64_t i = b; i < e; ++i) {
+      while (i >= first_unit[m + 1]) ++m;
+      const Part& p = parts[m];
+      const int64_t r0 = (i - first_unit[m]) * p.unit, r1 = std::min(p.inter, r0 + p.unit);
+      float* h = hs.data() + p.h + r0;
+      for (int64_t c0 = r0; c0 < r1; c0 += 128) {  // u holds 128 rows
+        const int64_t c1 = std::min(r1, c0 + 128);
+        linear_rows(*p.f->gate_proj, c0, c1, x, 1, h + (c0 - r0));
+        linear_rows(*p.f->up_proj, c0, c1, x, 1, u);
+        silu_mul(h + (c0 - r0), u, c1 - c0);
+      }
+    }
+  };
+  parallel_for(units1, gate_up, 1, units1);
+  const size_t first_routed = shared ? 1 : 0;
+  const int64_t units2 = (d + 31) / 32;
+  auto down = [&](int64_t b, int64_t e) {
+    float out[32], sum[32];
+    for (int64_t i = b; i < e; ++i) {
+      const int64_t a = i * 32, len = std::min<int64_t>(32, d - a);
+      if (shared) linear_rows(*shared->down_proj, a, a + len, hs.data(), 1, y + a);
+      else fill(y + a, len, 0.0f);
+      fill(sum, len, 0.0f);
+      for (size_t m = first_routed; m < parts.size(); ++m) {
+        linear_rows(*parts[m].f->down_proj, a, a + len, hs.data() + parts[m].h, 1, out);
+        axpy(parts[m].w, out, sum, len);
+      }
+      for (int64_t r = 0; r < len; ++r) y[a + r] += sum[r];
+    }
+  };
+  parallel_for(units2, down, 1, units2);
+}
+
+// y [n, d] = shared(x) (when given) + sum_k weight[t, k] * expert_{idx[t, k]}(x[t]).
+inline void moe_experts(const ExpertFfn* experts, int E, const ExpertFfn* shared, const float* x, int64_t n, int64_t d,
+                        const int* idx, const float* weight, int K, float* y) {
+  if (n == 1) {
+    moe_experts_token(experts, shared, x, d, idx, weight, K, y);
+    return;
+  }
+  if (shared) swiglu(*shared, x, n, y);
+  else fill(y, n * d, 0.0f);
+  moe_experts_grouped(experts, E, x, n, d, idx, weight, K, y);
 }
 
 }  // namespace deepseek::backend::cpu

@@ -7,7 +7,7 @@
 // Well-posed: the alone run records the margin between the two largest logits at every greedy
 // step and the test requires it to exceed 1e-4, a hundred times what the batched and alone logits
 // differ by (~1e-6), so no id below is decided by summation order.
-#include "reference_fixture.hpp"
+#include "../models/reference_fixture.hpp"
 
 #include <deepseek/generate/scheduler.hpp>
 #include <deepseek/tokenizer.hpp>
