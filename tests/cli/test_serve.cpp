@@ -442,9 +442,12 @@ TEST_CASE("serve: load test, 200 requests from 32 concurrent clients", "[cli][se
   const long bound_kb = 64 * 1024;  // 4 MB measured
 #endif
   CHECK(rss1 - rss0 < bound_kb);
-  const Json h = health(port);
-  CHECK(h["running"] == 0);
-  CHECK(h["waiting"] == 0);
+  // A client has its last token before the scheduler retires the sequence at its next step, so
+  // the counters reach 0 shortly after the last response, not at it (CI once saw running = 8).
+  wait_until([&] {
+    const Json h = health(port);
+    return h["running"] == 0 && h["waiting"] == 0;
+  }, "the server reports no running or waiting sequence after the load");
   CHECK(s.stop() == 0);
 }
 
