@@ -51,13 +51,13 @@ class ThreadPool {
 
   int size() const { return num_threads_; }
 
-  // fn(begin, end) over [0, n) in chunks of at least `grain` items, at most max_chunks of them
-  // (0: 4 per thread).
+  // fn(begin, end) over [0, n) in chunks of at least `grain` items, at most 4 per thread or
+  // max_chunks, whichever is more.
   template <class F>
   void parallel_for(int64_t n, F&& fn, int64_t grain = 1, int64_t max_chunks = 0) {
     if (n <= 0) return;
     grain = std::max<int64_t>(grain, 1);
-    if (max_chunks <= 0) max_chunks = int64_t(num_threads_) * 4;
+    max_chunks = std::max<int64_t>(max_chunks, int64_t(num_threads_) * 4);
     int64_t chunks = std::min<int64_t>((n + grain - 1) / grain, max_chunks);
     if (num_threads_ == 1 || chunks <= 1 || in_worker()) {
       fn(int64_t(0), n);

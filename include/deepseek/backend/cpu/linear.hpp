@@ -389,7 +389,7 @@ inline void linear_rows(const BlockQuantMatrix& W, int64_t r0, int64_t r1, const
     const int64_t chunks = (rows + 31) / 32;
     parallel_for(chunks, [&](int64_t b, int64_t e) {
       detail::small_linear(W, r0, b * 32, std::min(rows, e * 32), x, n, y, ldx, ldy, bf16_act);
-    }, 1, detail::gemv_chunks(W, r0, r1, n, chunks));
+    }, 1, detail::gemv_chunks(W, r0, r1, n));
     return;
   }
   using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;

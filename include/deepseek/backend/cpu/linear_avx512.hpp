@@ -57,17 +57,15 @@ namespace detail {
 // prefetch the next block instead.
 inline constexpr int64_t kDecodePrefetch = 2048, kDecodeNextBlock = 16384;
 
-// How many chunks a GEMV's `units` row units (W's rows [r0, r1)) go out to the threads in. For one
-// token, one per ~256 KB of weights (at least 4 per thread): the threads stream at the same rate
-// but start at different times (the caller publishes the job, a worker may wake from sleep), and
-// the last chunk taken is what the other thread waits for. With the default 4 per thread the V3
-// vocabulary's lm_head (129,280 x 2048 bf16) went out in 66 MB chunks. Several tokens keep the
-// default: each chunk prefetches its next rows into L2 while it computes.
-inline int64_t gemv_chunks(const BlockQuantMatrix& W, int64_t r0, int64_t r1, int64_t n, int64_t units) {
-  const int64_t threads = num_threads();
-  if (n != 1) return threads * 4;
-  const int64_t bytes = (r1 - r0) * W.cols() * int64_t(dtype_size(W.dtype()));
-  return std::min(units, std::max(threads * 4, bytes / (256 << 10)));
+// parallel_for's max_chunks for a GEMV over W's rows [r0, r1) (it keeps at least 4 chunks per
+// thread and at most one per row unit). For one token, one per ~256 KB of weights: the threads
+// stream at the same rate but start at different times (the caller publishes the job, a worker may
+// wake from sleep), and the last chunk taken is what the other thread waits for. With 4 per thread
+// the V3 vocabulary's lm_head (129,280 x 2048 bf16) went out in 66 MB chunks. Several tokens keep
+// 4 per thread: each chunk prefetches its next rows into L2 while it computes.
+inline int64_t gemv_chunks(const BlockQuantMatrix& W, int64_t r0, int64_t r1, int64_t n) {
+  if (n != 1) return 0;
+  return (r1 - r0) * W.cols() * int64_t(dtype_size(W.dtype())) / (256 << 10);
 }
 
 // Bit 0: AVX512-F/BW/VL usable, bit 1: AVX512-BF16 too; -1: not decided yet.
@@ -445,8 +443,7 @@ inline void linear_rows_bf16_avx512(const BlockQuantMatrix& W, int64_t r0, int64
   // Chunks of 32 rows; within a chunk every token group sweeps the chunk's rows, which stay in L2.
   // With several tokens the next chunk's rows are prefetched into L2 while this chunk computes
   // (decode prefetches inside dot_block).
-  const int64_t chunks = (rows + 31) / 32;
-  parallel_for(chunks, [&](int64_t b, int64_t e) {
+  parallel_for((rows + 31) / 32, [&](int64_t b, int64_t e) {
     for (int64_t ch = b; ch < e; ++ch) {
       const int64_t ra = r0 + ch * 32, rb = std::min(r1, ra + 32);
       detail::Prefetch pf;
@@ -467,7 +464,7 @@ inline void linear_rows_bf16_avx512(const BlockQuantMatrix& W, int64_t r0, int64
                                                 y + G.begin(g) * ldy, ldy, &pf);
       }
     }
-  }, 1, detail::gemv_chunks(W, r0, r1, n, chunks));
+  }, 1, detail::gemv_chunks(W, r0, r1, n));
 }
 
 // y[t, r - r0] = W[r, :] . x[t, :] for r in [r0, r1), W f8_e4m3 with block scales whose columns
@@ -534,7 +531,7 @@ inline void linear_rows_e4m3_avx512(const BlockQuantMatrix& W, int64_t r0, int64
                                                y + G.begin(g) * ldy, ldy);
       }
     }
-  }, 1, detail::gemv_chunks(W, r0, r1, n, units));
+  }, 1, detail::gemv_chunks(W, r0, r1, n));
 }
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop

@@ -118,18 +118,12 @@ inline void moe_experts_grouped(const ExpertFfn* experts, int E, const float* x,
   auto run = [&](int e) {
     const auto& toks = tokens[size_t(e)];
     const ExpertFfn& f = experts[e];
-    const int64_t m = int64_t(toks.size()), inter = f.gate_proj->rows();
+    const int64_t m = int64_t(toks.size());
     static thread_local std::vector<float> xin, xout;
     xin.resize(size_t(m * d));
     xout.resize(size_t(m * d));
     for (int64_t i = 0; i < m; ++i) std::copy(x + toks[size_t(i)].first * d, x + (toks[size_t(i)].first + 1) * d, xin.data() + i * d);
-    {
-      std::vector<float> g(size_t(m * inter)), u(size_t(m * inter));
-      linear(*f.gate_proj, xin.data(), m, g.data());
-      linear(*f.up_proj, xin.data(), m, u.data());
-      silu_mul(g.data(), u.data(), m * inter);
-      linear(*f.down_proj, g.data(), m, xout.data());
-    }
+    swiglu(f, xin.data(), m, xout.data());
     for (int64_t i = 0; i < m; ++i)
       std::copy(xout.data() + i * d, xout.data() + (i + 1) * d,
                 out.data() + (toks[size_t(i)].first * K + slot[size_t(e)][size_t(i)]) * d);
@@ -188,7 +182,7 @@ inline void moe_experts_token(const ExpertFfn* experts, const ExpertFfn* shared,
   if (shared) parts.push_back({shared, 1.0f, 0, 0, 0});
   std::vector<std::pair<int, float>> routed(static_cast<size_t>(K));
   for (int k = 0; k < K; ++k) routed[size_t(k)] = {idx[k], weight[k]};
-  std::sort(routed.begin(), routed.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::sort(routed.begin(), routed.end());  // by expert (top-k ids are distinct)
   for (const auto& [e, w] : routed) parts.push_back({&experts[e], w, 0, 0, 0});
   int64_t h_total = 0;
   for (Part& p : parts) {
