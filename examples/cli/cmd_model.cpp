@@ -1,9 +1,11 @@
-// deepseek-cli logits | generate: run a V2/V3-family checkpoint on the CPU.
-//   logits   --model DIR --ids 1,2,3|@FILE --out FILE.npy [--threads N] [--activations f32|bf16] [--cache-dtype bf16|f32|fp8]
+// deepseek-cli logits | generate: run a V2/V3-family checkpoint on the CPU or (--backend cuda, in a
+// build with the CUDA backend) on the current GPU.
+//   logits   --model DIR --ids 1,2,3|@FILE --out FILE.npy [--backend cpu|cuda] [--threads N] [--activations f32|bf16] [--cache-dtype bf16|f32|fp8]
 //            [--prefill-chunk N]
 //            float32 [T, vocab], C order
 //   generate --model DIR (--ids 1,2,3|@FILE | --prompt TEXT) [--max-new N] [--greedy | --temperature T
-//            --top-p P --top-k K --seed S] [--no-repeat-ngram N] [--mtp] [--print-ids] [--stats] [--threads N] [--max-context N]
+//            --top-p P --top-k K --seed S] [--no-repeat-ngram N] [--mtp] [--print-ids] [--stats] [--backend cpu|cuda]
+//            [--threads N] [--max-context N]
 //            [--activations f32|bf16] [--cache-dtype bf16|f32|fp8] [--prefill-chunk N]
 //   --cache-dtype: bf16 (the default) stores each cached value rounded once, half the bytes of f32
 //   (nn/kv_cache.hpp); f32 is exact (what the tests compare with transformers); fp8 is FlashMLA's
@@ -38,7 +40,6 @@ namespace {
 
 using namespace deepseek;
 using cli::check_context;
-using cli::load_model;
 
 // --ids 1,2,3, or --ids @FILE: the ids in FILE separated by commas and/or whitespace (a long
 // prompt's ids do not fit in one command-line argument, at most 128 KiB on Linux).
@@ -65,12 +66,11 @@ std::vector<int32_t> parse_ids(const std::string& s) {
 int run_logits(int argc, char** argv) {
   cli::Args args(argc, argv, {}, {"model", "ids", "out", "threads", "backend", "activations", "cache-dtype", "prefill-chunk"});
   if (args.help()) {
-    std::printf("usage: deepseek-cli logits --model DIR --ids 1,2,3|@FILE --out FILE.npy [--threads N] [--activations f32|bf16]\n"
-                "         [--cache-dtype bf16|f32|fp8] [--prefill-chunk N]\n");
+    std::printf("usage: deepseek-cli logits --model DIR --ids 1,2,3|@FILE --out FILE.npy [--backend cpu|cuda] [--threads N]\n"
+                "         [--activations f32|bf16] [--cache-dtype bf16|f32|fp8] [--prefill-chunk N]\n");
     return 0;
   }
   args.reject_positional();
-  cli::require_cpu_backend(args);
   cli::apply_threads(args);
   const ActivationDType activations = cli::parse_activations(args);
   const auto ids = parse_ids(args.required("ids"));
@@ -81,10 +81,8 @@ int run_logits(int argc, char** argv) {
   check_context(ckpt->config(), T, "--ids");
   check_fits_in_memory(double(T) * double(V) * sizeof(float), "logits of " + std::to_string(T) + " x " + std::to_string(V));
   const models::CacheOptions co{T, nn::CacheLayout::contiguous, 16, cli::parse_cache_dtype(args)};
-  auto model = load_model(ckpt, activations, args.get_int("prefill-chunk", 0, 0, kMaxPositions));
-  auto cache = model->make_cache(co);
-  std::vector<float> logits(size_t(T * V));
-  model->forward(ids.data(), T, cache, logits.data(), true);
+  auto model = cli::load_runner(args.get("backend", "cpu"), ckpt, activations, args.get_int("prefill-chunk", 0, 0, kMaxPositions));
+  const std::vector<float> logits = model->logits(ids, co);
   cli::write_npy(out, logits.data(), T, V);
   return 0;
 }
@@ -97,11 +95,11 @@ int run_generate(int argc, char** argv) {
     std::printf(
         "usage: deepseek-cli generate --model DIR (--ids 1,2,3|@FILE | --prompt TEXT) [--max-new N]\n"
         "         [--greedy | --temperature T --top-p P --top-k K --seed S] [--no-repeat-ngram N] [--mtp] [--print-ids] [--stats]\n"
-        "         [--threads N] [--max-context N] [--activations f32|bf16] [--cache-dtype bf16|f32|fp8] [--prefill-chunk N]\n");
+        "         [--backend cpu|cuda] [--threads N] [--max-context N] [--activations f32|bf16] [--cache-dtype bf16|f32|fp8]\n"
+        "         [--prefill-chunk N]\n");
     return 0;
   }
   args.reject_positional();
-  cli::require_cpu_backend(args);
   cli::apply_threads(args);
   if (args.has("ids") == args.has("prompt")) throw Error("give exactly one of --ids and --prompt");
   const std::string dir = args.required("model");
@@ -139,10 +137,9 @@ int run_generate(int argc, char** argv) {
     throw Error("--max-context " + std::to_string(max_ctx) + " is smaller than the prompt (" + std::to_string(prompt.size()) +
                 " tokens) + --max-new (" + std::to_string(go.max_new_tokens) + ")");
   const nn::CacheDType cache_dtype = cli::parse_cache_dtype(args);
-  auto model = load_model(ckpt, activations, args.get_int("prefill-chunk", 0, 0, kMaxPositions));
-  std::optional<models::MtpHead<cpu>> draft;
-  if (mtp) draft.emplace(ckpt, *model);  // throws if the MTP weights are missing
-  auto cache = model->make_cache({max_ctx, nn::CacheLayout::contiguous, 16, cache_dtype});
+  const std::string backend = args.get("backend", "cpu");
+  auto model = cli::load_runner(backend, ckpt, activations, args.get_int("prefill-chunk", 0, 0, kMaxPositions));
+  const models::CacheOptions co{max_ctx, nn::CacheLayout::contiguous, 16, cache_dtype};
   std::optional<tokenizer::Tokenizer::StreamDecoder> stream;
   if (tok && !args.flag("print-ids")) {
     stream.emplace(*tok);
@@ -156,17 +153,8 @@ int run_generate(int argc, char** argv) {
     }
     return true;
   };
-  std::vector<int32_t> out;
   generate::SpeculativeStats s;
-  if (draft) {
-    generate::SpeculativeGenerator<models::DeepSeekV3<cpu>, models::MtpHead<cpu>> gen(*model, *draft, cache, go);
-    out = gen.run(prompt, on_token);
-    s = gen.stats();
-  } else {
-    generate::Generator<models::DeepSeekV3<cpu>> gen(*model, cache, go);
-    out = gen.run(prompt, on_token);
-    static_cast<generate::GenerateStats&>(s) = gen.stats();
-  }
+  const std::vector<int32_t> out = model->generate(prompt, go, mtp, co, on_token, s);
   if (stream) std::printf("%s\n", stream->finish().c_str());
   if (args.flag("print-ids")) {
     for (size_t i = 0; i < out.size(); ++i) std::printf(i ? " %d" : "%d", out[i]);
@@ -178,10 +166,11 @@ int run_generate(int argc, char** argv) {
                                 {"generated_tokens", s.generated_tokens},
                                 {"prefill_tokens_per_s", s.prefill_tokens_per_second()},
                                 {"decode_tokens_per_s", s.decode_tokens_per_second()},
+                                {"backend", backend},
                                 {"threads", num_threads()},
                                 {"activations", activations == ActivationDType::bf16 ? "bf16" : "f32"},
                                 {"cache_dtype", nn::cache_dtype_name(cache_dtype)}};
-    if (draft) {
+    if (mtp) {
       j["mtp"] = true;
       j["drafted"] = s.drafted;
       j["accepted"] = s.accepted;

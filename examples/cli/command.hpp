@@ -125,9 +125,11 @@ inline void apply_threads(const Args& args) {
   if (args.has("threads")) set_num_threads(threads_option(args, 1));
 }
 
-// --backend: this build runs on the CPU only.
+// --backend for the commands that run on the CPU only (serve, chat): generate and logits take
+// --backend cuda in a CUDA build (model_loading.hpp).
 inline void require_cpu_backend(const Args& args) {
-  if (args.get("backend", "cpu") != "cpu") throw Error("--backend " + excerpt(args.get("backend")) + " is not available (this build has: cpu)");
+  if (args.get("backend", "cpu") != "cpu")
+    throw Error("--backend " + excerpt(args.get("backend")) + " is not available for this command (it runs on the CPU; generate and logits take --backend cuda)");
 }
 
 // --activations f32|bf16 (default f32): what the inputs of the linear layers are rounded to.

@@ -1,6 +1,9 @@
 // Loading a checkpoint for the commands that run a model (generate, logits, serve, chat).
 #pragma once
 
+#include "command.hpp"
+#include "model_runner.hpp"
+
 #include <deepseek/deepseek.hpp>
 
 #include <cstdio>
@@ -13,9 +16,10 @@ namespace deepseek::cli {
 
 // A progress bar on stderr while the layers are set up; shown for checkpoints of 1 GB and more.
 // A checkpoint that fits in 3/4 of RAM is mapped in full first (Checkpoint::populate), so the
-// first forward is not slowed by page faults; a larger one pages in as the kernels touch it.
-inline std::shared_ptr<models::DeepSeekV3<cpu>> load_model(const std::shared_ptr<io::Checkpoint>& ckpt, ActivationDType activations,
-                                                    int64_t prefill_chunk) {
+// first forward is not slowed by page faults (or, on a GPU, the uploads); a larger one pages in as
+// the kernels (or uploads) touch it.
+inline models::LoadOptions load_options(const std::shared_ptr<io::Checkpoint>& ckpt, ActivationDType activations,
+                                        int64_t prefill_chunk) {
   const int64_t bytes = ckpt->file_bytes();
   const double ram = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
   if (double(bytes) < 0.75 * ram) {
@@ -33,7 +37,25 @@ inline std::shared_ptr<models::DeepSeekV3<cpu>> load_model(const std::shared_ptr
       if (done == total) std::fprintf(stderr, "\n");
     };
   }
-  return std::make_shared<models::DeepSeekV3<cpu>>(ckpt, opts);
+  return opts;
+}
+
+inline std::shared_ptr<models::DeepSeekV3<cpu>> load_model(const std::shared_ptr<io::Checkpoint>& ckpt, ActivationDType activations,
+                                                    int64_t prefill_chunk) {
+  return std::make_shared<models::DeepSeekV3<cpu>>(ckpt, load_options(ckpt, activations, prefill_chunk));
+}
+
+// The model of `logits` / `generate` on --backend cpu (the default) or cuda (builds with the CUDA
+// backend: model_runner.hpp).
+inline std::unique_ptr<ModelRunner> load_runner(const std::string& backend, const std::shared_ptr<io::Checkpoint>& ckpt,
+                                                ActivationDType activations, int64_t prefill_chunk) {
+  if (backend == "cpu") return std::make_unique<ModelRunnerOn<cpu>>(ckpt, load_options(ckpt, activations, prefill_chunk));
+#if defined(DEEPSEEK_WITH_CUDA)
+  if (backend == "cuda") return make_cuda_runner(ckpt, load_options(ckpt, activations, prefill_chunk));
+  throw Error("--backend must be cpu or cuda, got '" + excerpt(backend) + "'");
+#else
+  throw Error("--backend " + excerpt(backend) + " is not available (this build has: cpu; configure with -DDEEPSEEK_CUDA=ON for cuda)");
+#endif
 }
 
 // A context of `tokens` positions must fit the model before anything is sized from it.

@@ -54,7 +54,7 @@ class ComposedModel {
       throw Error("plain multi-head attention (use_mla: false) is not composed here: use models::DeepSeekV3",
                   at_field("use_mla", config_json));
     const int64_t d = c_.hidden_size, V = c_.vocab_size;
-    const io::Weights root(ckpt_), model = root.sub("model");
+    const io::Weights root = io::Weights(ckpt_).on(B::device), model = root.sub("model");  // uploaded once on a GPU
     embed_tokens_ = model.get("embed_tokens.weight", Shape{V, d}, {DType::f32, DType::bf16});
     const nn::Rope rope(c_, c_.qk_rope_head_dim, nn::RopeLayout::interleaved);
     const float scale = float(nn::mla_softmax_scale(c_)), eps = float(c_.rms_norm_eps);

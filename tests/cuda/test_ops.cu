@@ -3,13 +3,16 @@
 // backend/cpu/rope.hpp's rope_one, BlockQuantMatrix::at for the linear layers (double sums), and
 // the loops written out here for the row-wise ops. Without a GPU (CI) each case warns and returns:
 // they compile everywhere and run on the device machine (bench/cuda/device_check.sh).
+#include "cuda_test_util.hpp"
 #include <deepseek/backend/cpu/rope.hpp>
 #include <deepseek/cuda.hpp>
+#include <deepseek/nn/kv_cache.hpp>
 #include <deepseek/nn/mlp.hpp>
 #include <deepseek/nn/rmsnorm.hpp>
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -22,39 +25,13 @@ template class deepseek::nn::RmsNorm<deepseek::cuda>;
 
 namespace {
 
+using namespace deepseek::cuda_test;
+
 namespace dc = deepseek::backend::cuda;
 using Ops = deepseek::backend::Ops<deepseek::cuda>;
 using deepseek::DType;
 
-bool have_gpu() {
-  if (dc::device_count() > 0) return true;
-  WARN("no CUDA device: skipping (this case runs on the device machine)");
-  return false;
-}
 
-std::vector<float> random_vector(size_t n, uint32_t seed, float lo = -2.0f, float hi = 2.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(rng);
-  return v;
-}
-dc::Buffer upload(const std::vector<float>& v) {
-  dc::Buffer b(v.size());
-  DEEPSEEK_CUDA_CHECK(cudaMemcpy(b.data(), v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice));
-  return b;
-}
-std::vector<float> download(const float* d, size_t n) {
-  dc::Context::current().synchronize();
-  std::vector<float> h(n);
-  DEEPSEEK_CUDA_CHECK(cudaMemcpy(h.data(), d, n * sizeof(float), cudaMemcpyDeviceToHost));
-  return h;
-}
-double max_rel(const std::vector<float>& a, const std::vector<float>& b) {
-  double m = 0;
-  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(double(a[i]) - b[i]) / std::max(1.0, std::fabs(double(b[i]))));
-  return m;
-}
 
 }  // namespace
 
@@ -252,4 +229,38 @@ TEST_CASE("cuda embedding, vector_f32 and all_finite", "[cuda]") {
   CHECK(Ops::all_finite(out.data(), int64_t(out.size())));
   Ops::fill(out.data() + 300, 1, std::nanf(""));
   CHECK_FALSE(Ops::all_finite(out.data(), int64_t(out.size())));
+}
+
+TEST_CASE("cuda IndexBuffer, upload / download, and a paged KvCache's device block table", "[cuda]") {
+  if (!have_gpu()) return;
+  dc::IndexBuffer idx(77, -1), zero(5);
+  std::vector<int32_t> h(77, 0), hz(5, 9);
+  Ops::download(idx.data(), 77, h.data());
+  Ops::download(zero.data(), 5, hz.data());
+  CHECK(std::all_of(h.begin(), h.end(), [](int32_t v) { return v == -1; }));
+  CHECK(std::all_of(hz.begin(), hz.end(), [](int32_t v) { return v == 0; }));
+  const auto v = random_vector(1001, 12);
+  dc::Buffer b(v.size());
+  Ops::upload(v.data(), int64_t(v.size()), b.data());
+  std::vector<float> back(v.size());
+  Ops::download(b.data(), int64_t(v.size()), back.data());
+  CHECK(back == v);
+
+  // The table a paged cache hands its kernels lives on the device and lists the same blocks as
+  // the rows: a value stored through the view reads back at its position.
+  deepseek::nn::KvCache cache(2, 24, 50, deepseek::nn::CacheLayout::paged, 8, deepseek::CacheDType::f32, 0, 0,
+                              deepseek::Device::cuda);
+  const deepseek::CacheView view = cache.view(1);
+  cudaPointerAttributes attr{};
+  DEEPSEEK_CUDA_CHECK(cudaPointerGetAttributes(&attr, view.block_table));
+  CHECK(attr.type == cudaMemoryTypeDevice);
+  std::vector<int32_t> table(7);
+  Ops::download(view.block_table, 7, table.data());
+  CHECK(table == std::vector<int32_t>{6, 5, 4, 3, 2, 1, 0});  // handed out in reverse (kv_cache.hpp)
+  const auto row = random_vector(24 * 3, 13);
+  dc::Buffer drow = upload(row);
+  Ops::store_rows(view, 17, 0, drow.data(), 3, 24, 24);
+  dc::Buffer got(row.size());
+  Ops::load_rows(view, 17, 0, 3, 24, got.data(), 24);
+  CHECK(download(got.data(), row.size()) == row);
 }

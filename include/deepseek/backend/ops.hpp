@@ -9,7 +9,8 @@
 //   - activations are f32 row-major [rows, cols] with a row stride (ld*, -1 = cols) on B's device;
 //     weights (BlockQuantMatrix) stay in their checkpoint dtype and are dequantized in the kernel
 //   - Buffer<B>: f32 scratch on B's device (Buffer(n), resize(n), data(), size()); blocks allocate
-//     it per call and never index it on the host
+//     it per call and never index it on the host; IndexBuffer<B>: the same for int32 (routing ids,
+//     DSA selections; IndexBuffer(n, v) holds n copies of v)
 //   - index arrays an activation decides (routing, selections) live on B's device too; the shape
 //     metadata of a call (n, positions p0, segment offsets, cache descriptors) are host values
 //
@@ -29,6 +30,8 @@
 //   im2col_hwc, patchify_chw, vit_attention,           and DeepSeek-OCR's row layout (copy2d, repeat_row); the tables
 //   resize_bicubic_aa, resize_linear, round_to_dtype   resampled per input size, rounded to the stored dtype
 //   all_finite(x, n)                                   the models' NaN / Inf check (a host bool)
+//   download(x, n, host), upload(host, n, x)           f32 / int32 values between B's device and host memory
+//                                                      (logits to sample, an error's first bad value; image pixels)
 #pragma once
 
 #include "deepseek/backend/params.hpp"
@@ -44,6 +47,9 @@ struct Ops;  // specialised by each backend; an unsupported backend fails to com
 // f32 scratch on B's device.
 template <class B>
 using Buffer = typename Ops<B>::Buffer;
+// int32 scratch on B's device.
+template <class B>
+using IndexBuffer = typename Ops<B>::IndexBuffer;
 
 }  // namespace deepseek::backend
 

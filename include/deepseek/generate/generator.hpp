@@ -5,6 +5,7 @@
 #pragma once
 
 #include "deepseek/core/error.hpp"
+#include "deepseek/generate/host_rows.hpp"
 #include "deepseek/generate/no_repeat_ngram.hpp"
 #include "deepseek/generate/sampler.hpp"
 #include "deepseek/nn/kv_cache.hpp"
@@ -49,7 +50,7 @@ class Generator {
   }
 
   // Same, with the prompt's forward run by the caller: prefill(logits) appends the prompt to the
-  // cache and writes its last row's logits [vocab] (e.g. models::DeepSeekOcr, whose prompt is input
+  // cache and writes its last row's logits [vocab] on the model's device (e.g. models::DeepSeekOcr, whose prompt is input
   // embeddings with image rows). `prompt` holds its ids (for the n-gram history and the stats).
   std::vector<int32_t> run(const std::vector<int32_t>& prompt, const std::function<void(float*)>& prefill,
                            const std::function<bool(int32_t)>& on_token) {
@@ -67,7 +68,7 @@ class Generator {
     if (need > c.max_position_embeddings)
       throw Error("prompt + max_new_tokens = " + std::to_string(need) + " exceeds max_position_embeddings " +
                   std::to_string(c.max_position_embeddings));
-    std::vector<float> logits(size_t(c.vocab_size));
+    HostRows<backend_of_t<Model>> rows(size_t(c.vocab_size));  // logits [vocab], on the model's device
     std::vector<int32_t> out;
     std::optional<NoRepeatNGram> ngram;
     if (o_.no_repeat_ngram_size != 0) {
@@ -75,22 +76,23 @@ class Generator {
       ngram->extend(prompt);
     }
     auto t0 = clock::now();
-    prefill(logits.data());
+    prefill(rows.device());
     auto t1 = clock::now();
     stats_.prompt_tokens += int64_t(prompt.size());
     stats_.prefill_seconds += std::chrono::duration<double>(t1 - t0).count();
     // Decode time runs from the end of the prefill to the last token, sampling included (so it
     // compares with the speculative generator's wall time).
     for (int64_t i = 0; i < o_.max_new_tokens; ++i) {
-      if (ngram) ngram->apply(logits.data(), c.vocab_size);
-      const int32_t next = sampler_.sample(logits.data(), c.vocab_size);
+      float* logits = rows.host();
+      if (ngram) ngram->apply(logits, c.vocab_size);
+      const int32_t next = sampler_.sample(logits, c.vocab_size);
       if (ngram) ngram->push(next);
       out.push_back(next);
       ++stats_.generated_tokens;
       if (on_token && !on_token(next)) break;
       if (o_.stop_at_eos && is_eos(next)) break;
       if (i + 1 == o_.max_new_tokens) break;
-      model_.forward(&next, 1, cache_, logits.data());
+      model_.forward(&next, 1, cache_, rows.device());
     }
     stats_.decode_seconds += std::chrono::duration<double>(clock::now() - t1).count();
     return out;

@@ -31,6 +31,7 @@
 #pragma once
 
 #include "deepseek/core/error.hpp"
+#include "deepseek/generate/host_rows.hpp"
 #include "deepseek/generate/sampler.hpp"
 #include "deepseek/nn/kv_cache.hpp"
 #include "deepseek/tokenizer/tokenizer.hpp"
@@ -317,14 +318,13 @@ class Scheduler {
   void run_batch(const std::vector<Sequence*>& batch, const std::vector<int64_t>& take) {
     const int64_t V = model_.config().vocab_size;
     std::vector<typename Model::BatchSequence> seqs(batch.size());
-    std::vector<std::vector<float>>& lg = batch_logits_;
-    lg.resize(std::max(lg.size(), batch.size()));
+    // One logits row per batch slot, on the model's device (read on the host to sample).
+    if (batch_logits_.size() < batch.size() * size_t(V)) batch_logits_ = HostRows<backend_of_t<Model>>(batch.size() * size_t(V));
     int64_t tokens = 0;
     for (size_t i = 0; i < batch.size(); ++i) {
       Sequence& s = *batch[i];
       const bool last = take[i] == s.pending();  // the chunk reaches the newest token: sample after it
-      if (last) lg[i].resize(size_t(V));
-      seqs[i] = {s.tokens.data() + s.cache.size(), take[i], &s.cache, last ? lg[i].data() : nullptr};
+      seqs[i] = {s.tokens.data() + s.cache.size(), take[i], &s.cache, last ? batch_logits_.device() + i * size_t(V) : nullptr};
       tokens += take[i];
     }
     try {
@@ -335,8 +335,9 @@ class Scheduler {
     }
     ++stats_steps_;
     stats_step_tokens_ += tokens;
+    float* lg = batch_logits_.host();
     for (size_t i = 0; i < batch.size(); ++i)
-      if (seqs[i].logits) emit(*batch[i], lg[i].data());
+      if (seqs[i].logits) emit(*batch[i], lg + i * size_t(V));
   }
 
   // Samples the sequence's next token from its logits and streams it.
@@ -449,7 +450,7 @@ class Scheduler {
   SchedulerOptions o_;
   const tokenizer::Tokenizer* tok_;
   std::shared_ptr<nn::KvPool> pool_;
-  std::vector<std::vector<float>> batch_logits_;
+  HostRows<backend_of_t<Model>> batch_logits_{0};
   // The stepping thread's own state.
   std::deque<std::unique_ptr<Sequence>> running_, waiting_;  // running_ in admission order
   int64_t stats_steps_ = 0, stats_step_tokens_ = 0, stats_generated_ = 0, stats_preemptions_ = 0;

@@ -92,17 +92,23 @@ class SpeculativeGenerator {
 
     // Prefill: main over the prompt (hidden of every row), x_n from the last row, then the draft over
     // the pairs (h_i, x_{i+1}), i < n.
-    std::vector<float> logits(size_t(2 * V)), hidden(size_t(std::max<int64_t>(n, 2) * d)),
-        q_logits(static_cast<size_t>(V));
+    // Logits on the model's device, read on the host; the hidden states stay on the device.
+    using B = backend_of_t<Model>;
+    HostRows<B> logits_rows(size_t(2 * V)), q_rows(static_cast<size_t>(V));
+    backend::Buffer<B> hidden(size_t(std::max<int64_t>(n, 2) * d));
+    const float* logits = nullptr;
+    const float* q_logits = nullptr;
     std::vector<float> p, q;
     auto t0 = clock::now();
-    model_.forward(prompt.data(), n, cache_, logits.data(), false, hidden.data());
-    int32_t x = sampler_.sample(logits.data(), V);
+    model_.forward(prompt.data(), n, cache_, logits_rows.device(), false, hidden.data());
+    logits = logits_rows.host();
+    int32_t x = sampler_.sample(logits, V);
     bool go = emit(x);
     if (go) {
       std::vector<int32_t> next(prompt.begin() + 1, prompt.end());
       next.push_back(x);
-      draft_.forward(hidden.data(), next.data(), n, draft_cache_, q_logits.data());
+      draft_.forward(hidden.data(), next.data(), n, draft_cache_, q_rows.device());
+      q_logits = q_rows.host();
     }
     stats_.prompt_tokens += n;
     stats_.prefill_seconds += std::chrono::duration<double>(clock::now() - t0).count();
@@ -110,30 +116,31 @@ class SpeculativeGenerator {
     while (go) {
       auto a = clock::now();
       if (int64_t(out.size()) + 1 == o_.max_new_tokens) {  // one token left: a plain decode step
-        model_.forward(&x, 1, cache_, logits.data(), false, nullptr);
+        model_.forward(&x, 1, cache_, logits_rows.device(), false, nullptr);
         ++stats_.main_forwards;
-        emit(sampler_.sample(logits.data(), V));
+        emit(sampler_.sample(logits_rows.host(), V));
         stats_.decode_seconds += std::chrono::duration<double>(clock::now() - a).count();
         break;
       }
       // Draft d for x_{n+1}.
       int32_t dft;
       if (o_.sampling.greedy) {
-        dft = argmax(q_logits.data(), V);
+        dft = argmax(q_logits, V);
       } else {
-        sampler_.distribution(q_logits.data(), V, q);
+        sampler_.distribution(q_logits, V, q);
         dft = sampler_.draw(q);
       }
       // Verify [x_n, d] at positions n, n+1.
       const int32_t pair[2] = {x, dft};
-      model_.forward(pair, 2, cache_, logits.data(), true, hidden.data());
+      model_.forward(pair, 2, cache_, logits_rows.device(), true, hidden.data());
+      logits = logits_rows.host();
       ++stats_.main_forwards;
       ++stats_.drafted;
       bool accept;
       if (o_.sampling.greedy) {
-        accept = argmax(logits.data(), V) == dft;
+        accept = argmax(logits, V) == dft;
       } else {
-        sampler_.distribution(logits.data(), V, p);
+        sampler_.distribution(logits, V, p);
         accept = sampler_.uniform() * double(q[size_t(dft)]) < double(p[size_t(dft)]);  // u < p(d)/q(d), q(d) > 0
       }
       int32_t verified[2];
@@ -141,16 +148,17 @@ class SpeculativeGenerator {
       if (accept) {
         ++stats_.accepted;
         verified[0] = dft;
-        verified[1] = sampler_.sample(logits.data() + V, V);  // bonus token from p_{n+1}
+        verified[1] = sampler_.sample(logits + V, V);  // bonus token from p_{n+1}
         m = 2;
       } else {
-        verified[0] = o_.sampling.greedy ? argmax(logits.data(), V) : residual_draw(p, q);
+        verified[0] = o_.sampling.greedy ? argmax(logits, V) : residual_draw(p, q);
         cache_.resize(cache_.size() - 1);  // drop d at position n+1
         m = 1;
       }
       for (int64_t i = 0; i < m && go; ++i) go = emit(verified[i]);
       if (go) {
-        draft_.forward(hidden.data(), verified, m, draft_cache_, q_logits.data());
+        draft_.forward(hidden.data(), verified, m, draft_cache_, q_rows.device());
+        q_logits = q_rows.host();
         x = verified[m - 1];
       }
       stats_.decode_seconds += std::chrono::duration<double>(clock::now() - a).count();

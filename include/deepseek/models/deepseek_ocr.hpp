@@ -129,6 +129,7 @@ using OcrPrompt = BasicOcrPrompt<::deepseek::cpu>;
 template <class B>
 class DeepSeekOcr {
  public:
+  using Backend = B;  // the device its activations, caches and outputs live on
   static constexpr std::string_view kImageToken = "<image>";
 
   // Opens the released folder as is: config.json (deepseek_vl_v2), model*.safetensors, tokenizer.json.
@@ -141,7 +142,7 @@ class DeepSeekOcr {
       throw Error("the vision projector gives " + std::to_string(encoder_.n_embed()) + " features per token but the decoder's hidden_size is " +
                       std::to_string(d_),
                   at_field("projector_config.n_embed", dir + "/config.json"));
-    const io::Weights model = io::Weights(ckpt_).sub("model");
+    const io::Weights model = io::Weights(ckpt_).on(B::device).sub("model");
     const std::initializer_list<DType> fl = {DType::f32, DType::bf16, DType::f16};
     newline_ = backend::Ops<B>::vector_f32(model.get("image_newline", Shape{d_}, fl));
     separator_ = backend::Ops<B>::vector_f32(model.get("view_seperator", Shape{d_}, fl));
@@ -172,14 +173,14 @@ class DeepSeekOcr {
     if (tiled && int64_t(img.tiles.size()) != int64_t(img.tiles_w) * int64_t(img.tiles_h))
       throw Error("prepared image has " + std::to_string(img.tiles.size()) + " tiles for a " + std::to_string(img.tiles_w) + "x" +
                   std::to_string(img.tiles_h) + " grid");
-    backend::Buffer<B> global;
-    const int64_t g = encoder_.forward(img.global.chw.data(), int64_t(img.global.size), global);
+    backend::Buffer<B> global, staged;
+    const int64_t g = encoder_.forward(on_device(img.global.chw, staged), int64_t(img.global.size), global);
     std::vector<backend::Buffer<B>> tiles;
     int64_t t = 0;
     if (tiled) {
       tiles.resize(img.tiles.size());
       for (size_t k = 0; k < img.tiles.size(); ++k) {
-        const int64_t side = encoder_.forward(img.tiles[k].chw.data(), int64_t(img.tiles[k].size), tiles[k]);
+        const int64_t side = encoder_.forward(on_device(img.tiles[k].chw, staged), int64_t(img.tiles[k].size), tiles[k]);
         if (k > 0 && side != t) throw Error("tiles of one image must have one size");
         t = side;
       }
@@ -254,6 +255,17 @@ class DeepSeekOcr {
   }
 
  private:
+  // A preprocessed image's pixels on B's device: the CPU reads the host array itself; a GPU gets a
+  // copy in `staged`.
+  static const float* on_device(const std::vector<float>& pixels, backend::Buffer<B>& staged) {
+    if constexpr (B::device == Device::cpu) {
+      return pixels.data();
+    } else {
+      staged.resize(pixels.size());
+      backend::Ops<B>::upload(pixels.data(), int64_t(pixels.size()), staged.data());
+      return staged.data();
+    }
+  }
   static std::shared_ptr<const io::Checkpoint> check_model_type(std::shared_ptr<const io::Checkpoint> ckpt) {
     if (ckpt->config().model_type != "deepseek_vl_v2")
       throw Error("not a DeepSeek-OCR checkpoint: model_type is \"" + ckpt->config().model_type + "\" (expected deepseek_vl_v2)",
@@ -268,7 +280,7 @@ class DeepSeekOcr {
   static nn::DeepEncoder<B> make_encoder(const std::shared_ptr<const io::Checkpoint>& ckpt, const LoadOptions& opts) {
     const std::string file = ckpt->dir() + "/config.json";
     const io::Json root = io::parse_json(io::read_text_file(file), file);
-    return nn::DeepEncoder<B>(io::Weights(ckpt).with_activations(opts.activations).sub("model"), nn::DeepEncoderConfig::from(root, *ckpt));
+    return nn::DeepEncoder<B>(io::Weights(ckpt).on(B::device).with_activations(opts.activations).sub("model"), nn::DeepEncoderConfig::from(root, *ckpt));
   }
 
   std::shared_ptr<const io::Checkpoint> ckpt_;

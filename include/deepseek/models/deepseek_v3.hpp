@@ -70,10 +70,12 @@ inline constexpr int64_t kAutoPrefillChunk = 512;
 template <class B>
 class DeepSeekV3 {
  public:
+  using Backend = B;  // the device its activations, caches and outputs live on
   explicit DeepSeekV3(std::shared_ptr<const io::Checkpoint> ckpt, const LoadOptions& opts = {})
       : ckpt_(std::move(ckpt)), c_(ckpt_->config()), opts_(opts) {
     if (!ckpt_->has_weights()) throw Error("checkpoint has no weights (config-only directory)", in_file(ckpt_->dir()));
-    const io::Weights root = io::Weights(ckpt_).with_activations(opts.activations);
+    // On a GPU backend every tensor is uploaded once, in its checkpoint dtype (io/weights.hpp).
+    const io::Weights root = io::Weights(ckpt_).on(B::device).with_activations(opts.activations);
     io::Weights model = root.sub("model");
     const int64_t d = c_.hidden_size, V = c_.vocab_size;
     embed_ = model.get("embed_tokens.weight", Shape{V, d}, {DType::f32, DType::bf16});
@@ -301,11 +303,13 @@ class DeepSeekV3 {
   }
 
   // `layer` >= 0 names a decoder layer. Ops::all_finite answers on B's device; only a failure
-  // looks for the first bad value (on the host: a device backend's rows are host-visible here).
+  // copies the values to the host to name the first bad one.
   void check_finite(const float* x, int64_t rows, int64_t cols, const char* stage, int layer = -1) const {
     if (backend::Ops<B>::all_finite(x, rows * cols)) return;
+    std::vector<float> host(size_t(rows * cols));
+    backend::Ops<B>::download(x, rows * cols, host.data());
     deepseek::check_finite(
-        x, rows, cols,
+        host.data(), rows, cols,
         [&] {
           return std::string(stage) +
                  (layer >= 0 ? " " + std::to_string(layer) + " (model.layers." + std::to_string(layer) + ")" : std::string());

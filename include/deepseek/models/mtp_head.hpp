@@ -27,6 +27,7 @@ namespace deepseek::models {
 template <class B>
 class MtpHead {
  public:
+  using Backend = B;  // the device its activations, caches and outputs live on
   // ckpt: the checkpoint `model` was loaded from.
   MtpHead(std::shared_ptr<const io::Checkpoint> ckpt, const DeepSeekV3<B>& model) : model_(&model), c_(model.config()) {
     if (ckpt.get() != &model.checkpoint())
@@ -35,7 +36,7 @@ class MtpHead {
     if (c_.num_nextn_predict_layers < 1)
       throw Error("checkpoint has no MTP module (num_nextn_predict_layers is 0)",
                   at_field("num_nextn_predict_layers", where));
-    io::Weights layers = io::Weights(ckpt).with_activations(model.options().activations).sub("model").sub("layers");
+    io::Weights layers = io::Weights(ckpt).on(B::device).with_activations(model.options().activations).sub("model").sub("layers");
     const nn::Rope rope(c_, c_.qk_rope_head_dim, nn::RopeLayout::interleaved);
     const float scale = float(nn::mla_softmax_scale(c_));
     for (int k = 0; k < c_.num_nextn_predict_layers; ++k) {
@@ -73,13 +74,20 @@ class MtpHead {
     const std::string layer = std::to_string(c_.num_hidden_layers);
     const ErrorWhere where = in_file(model_->checkpoint().dir());
     if (!backend::Ops<B>::all_finite(z.data(), n * d))
-      check_finite(z.data(), n, d, [&] { return "MTP module 0 (model.layers." + layer + ")"; }, where);
+      check_finite(on_host(z.data(), n * d).data(), n, d, [&] { return "MTP module 0 (model.layers." + layer + ")"; }, where);
     modules_[0].logits(z.data() + (n - 1) * d, 1, logits);
     if (!backend::Ops<B>::all_finite(logits, c_.vocab_size))
-      check_finite(logits, 1, c_.vocab_size, [&] { return "MTP module 0's head (model.layers." + layer + ".shared_head)"; }, where);
+      check_finite(on_host(logits, c_.vocab_size).data(), 1, c_.vocab_size,
+                   [&] { return "MTP module 0's head (model.layers." + layer + ".shared_head)"; }, where);
   }
 
  private:
+  // A copy of x [n] in host memory (the failure path of a NaN check names the first bad value).
+  static std::vector<float> on_host(const float* x, int64_t n) {
+    std::vector<float> h(static_cast<size_t>(n));
+    backend::Ops<B>::download(x, n, h.data());
+    return h;
+  }
   static bool same_bytes(const io::Checkpoint& ck, const std::string& a, const std::string& b) {
     if (!ck.find(a) || !ck.find(b) || ck.find(a + "_scale_inv") || ck.find(b + "_scale_inv")) return false;
     const TensorView va = ck.view(a), vb = ck.view(b);

@@ -69,14 +69,14 @@ class DecoderLayer {
   // h: [n, d] residual stream, updated in place; tokens at positions p0 .. p0+n-1.
   // `selection` (V3.2): receives the positions each query attended to.
   void forward(float* h, int64_t n, int64_t p0, const CacheView& cache, MlaMode mode = MlaMode::automatic,
-               Selection* selection = nullptr) const {
+               BasicSelection<B>* selection = nullptr) const {
     attend(h, n, p0, cache, mode, selection);
     feed_forward(h, n);
   }
 
   // The two residual halves, apart so tests and tools can look between them.
   void attend(float* h, int64_t n, int64_t p0, const CacheView& cache, MlaMode mode = MlaMode::automatic,
-              Selection* selection = nullptr) const {
+              BasicSelection<B>* selection = nullptr) const {
     attend_segments(h, {Segment{0, n, p0, cache, selection}}, mode);
   }
   // attend() for several sequences in one call (h: [N, d], the segments' rows in order; each

@@ -25,6 +25,7 @@
 #pragma once
 
 #include "deepseek/backend/ops.hpp"
+#include "deepseek/core/device.hpp"
 #include "deepseek/core/dtype.hpp"
 #include "deepseek/io/config.hpp"
 #include "deepseek/io/weights.hpp"
@@ -47,13 +48,16 @@ struct IndexerConfig {
   }
 };
 
-// The selected positions of n queries: row s holds count[s] positions, ascending, in
-// idx[s * k, s * k + count[s]).
-struct Selection {
+// The selected positions of n queries on B's device: row s holds count[s] positions, ascending,
+// in idx[s * k, s * k + count[s]) (the rest of the row is -1). Selection is the CPU's, whose rows
+// the host reads directly.
+template <class B>
+struct BasicSelection {
   int64_t k = 0;
-  std::vector<int32_t> idx, count;
+  backend::IndexBuffer<B> idx, count;
   const int32_t* row(int64_t s) const { return idx.data() + s * k; }
 };
+using Selection = BasicSelection<cpu>;
 
 template <class B>
 class Indexer {
@@ -84,7 +88,7 @@ class Indexer {
   // Tokens at positions p0 .. p0+n-1 (x [n, d], cq [n, q_lora]): writes their keys to
   // columns [col, col + D) of cache row p, then selects for each query among [0, p0 + s].
   void forward(const float* x, const float* cq, int64_t n, int64_t p0, const CacheView& cache, int64_t col,
-               Selection& sel) const {
+               BasicSelection<B>& sel) const {
     const int64_t H = c_.n_heads, D = c_.head_dim;
     using Ops = backend::Ops<B>;
     backend::Buffer<B> q(size_t(n * H * D)), k(size_t(n * D)), w(size_t(n * H));
@@ -97,8 +101,8 @@ class Indexer {
     Ops::indexer_queries(q.data(), n, H, D, p0, rope_.params(), fp8);
     Ops::store_rows(cache, p0, col, k.data(), n, D, D);
     sel.k = c_.topk;
-    sel.idx.assign(size_t(n * c_.topk), -1);
-    sel.count.assign(size_t(n), 0);
+    sel.idx = backend::IndexBuffer<B>(size_t(n * c_.topk), -1);
+    sel.count = backend::IndexBuffer<B>(size_t(n), 0);
     Ops::indexer_select(q.data(), w.data(), n, p0, H, D, 1.0f / std::sqrt(float(D)), cache, col, c_.topk, sel.idx.data(),
                         sel.count.data());
   }

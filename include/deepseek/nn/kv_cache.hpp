@@ -102,6 +102,7 @@ class KvPool {
   int64_t bytes() const { return per_layer_ * num_layers_; }
   // Blocks needed for `tokens` rows.
   int64_t blocks_for(int64_t tokens) const { return (tokens + block_size_ - 1) / block_size_; }
+  Device device() const { return storage_.device(); }
 
  private:
   friend class KvCache;
@@ -147,6 +148,7 @@ class KvCache {
       per_layer_ = capacity * row_bytes;
     }
     storage_ = detail::cache_storage(per_layer_ * num_layers, device);
+    sync_table();
   }
 
   // A paged cache over a shared pool, for a sequence of at most max_tokens tokens. It holds no
@@ -166,9 +168,11 @@ class KvCache {
     release();
     copy_shape(o);
     table_ = std::move(o.table_);
+    device_table_ = std::move(o.device_table_);
     storage_ = std::move(o.storage_);
     pool_ = std::move(o.pool_);
     o.table_.clear();
+    o.device_table_ = Tensor();
     o.storage_ = Tensor();
     o.pool_.reset();
     o.capacity_ = o.size_ = 0;
@@ -220,6 +224,7 @@ class KvCache {
     if (need > pool_->free_blocks()) return false;
     for (int64_t i = 0; i < need; ++i) table_.push_back(pool_->take());
     capacity_ = std::min(max_tokens_, int64_t(table_.size()) * block_size_);
+    sync_table();
     return true;
   }
   // Empties the cache; a pooled cache gives all its blocks back.
@@ -228,6 +233,7 @@ class KvCache {
     if (!pool_) return;
     for (auto it = table_.rbegin(); it != table_.rend(); ++it) pool_->give_back(*it);
     table_.clear();
+    device_table_ = Tensor();
     capacity_ = 0;
   }
 
@@ -243,10 +249,23 @@ class KvCache {
   CacheView view(int layer) {
     if (layer < 0 || layer >= num_layers_) throw Error("KV cache has no layer " + std::to_string(layer));
     uint8_t* base = pool_ ? pool_->layer_base(layer) : storage_.data_as<uint8_t>() + int64_t(layer) * per_layer_;
-    return CacheView{base, width_, block_size_, table_.empty() ? nullptr : table_.data(), dtype_, fp8_values_, index_fp8_};
+    const int32_t* table = table_.empty() ? nullptr : device() == Device::cpu ? table_.data() : device_table_.data_as<int32_t>();
+    return CacheView{base, width_, block_size_, table, dtype_, fp8_values_, index_fp8_};
   }
+  // The device the rows (and the block table a view hands out) live on.
+  Device device() const { return pool_ ? pool_->device() : storage_.device(); }
 
  private:
+  // A cache on a GPU hands its kernels a copy of the block table in device memory, refreshed
+  // whenever the table changes (construction, reserve, release).
+  void sync_table() {
+    if (device() == Device::cpu || table_.empty()) {
+      device_table_ = Tensor();
+      return;
+    }
+    device_table_ = Tensor::copy_to(TensorView(table_.data(), DType::i32, Shape{int64_t(table_.size())}), device());
+  }
+
   // Every member but the rows, the block table and the pool.
   void copy_shape(const KvCache& o) {
     num_layers_ = o.num_layers_;
@@ -269,7 +288,8 @@ class KvCache {
   CacheDType dtype_ = CacheDType::f32;
   int64_t fp8_values_ = 0, index_fp8_ = 0;
   std::vector<int32_t> table_;
-  Tensor storage_;  // the rows, on the device the model runs on
+  Tensor device_table_;  // table_ in device memory, for a cache off the CPU
+  Tensor storage_;       // the rows, on the device the model runs on
   std::shared_ptr<KvPool> pool_;
 };
 

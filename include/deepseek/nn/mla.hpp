@@ -102,7 +102,7 @@ class Mla {
   // and writes y: [n, d]. With an indexer, each query attends over its selected rows only (the
   // selection is copied to `selection` when given) and `automatic` means the sparse absorbed order.
   void forward(const float* x, int64_t n, int64_t p0, const CacheView& cache, float* y, MlaMode mode = MlaMode::automatic,
-               Selection* selection = nullptr) const {
+               BasicSelection<B>* selection = nullptr) const {
     forward_segments(x, {Segment{0, n, p0, cache, selection}}, y, mode);
   }
 
@@ -110,7 +110,7 @@ class Mla {
   struct Segment {
     int64_t off = 0, n = 0, p0 = 0;
     CacheView cache;
-    Selection* selection = nullptr;
+    BasicSelection<B>* selection = nullptr;
   };
 
   // forward() for several sequences in one call (x, y: [N, d], N = the segments' rows, in order):
@@ -152,8 +152,8 @@ class Mla {
       const float* qs = q.data() + g.off * H * qk;
       float* os = o.data() + g.off * H * vd;
       if (indexer_) {
-        Selection local;
-        Selection& sel = g.selection ? *g.selection : local;
+        BasicSelection<B> local;
+        BasicSelection<B>& sel = g.selection ? *g.selection : local;
         indexer_->forward(x + g.off * d, qa.size() == 0 ? nullptr : qa.data() + g.off * c_.q_lora_rank, g.n, g.p0, g.cache, W, sel);
         if (mode == MlaMode::naive) {
           Ops::mla_expanded_attention(kv_b_proj_, dims(), float(scale_), qs, g.n, g.p0, g.cache, sel.idx.data(), sel.count.data(),
@@ -195,7 +195,7 @@ class Mla {
   // unselected rows are never read), then o_h = W_UV[h] o~[s, h]. bf16 activations
   // (LoadOptions::activations) round the inputs of every product to bf16: with a bf16 cache that
   // includes attention's q~ and p, so the cached rows multiply natively.
-  void attend_absorbed(const float* q, int64_t n, int64_t p0, const CacheView& cache, const Selection* sel, float* o) const {
+  void attend_absorbed(const float* q, int64_t n, int64_t p0, const CacheView& cache, const BasicSelection<B>* sel, float* o) const {
     const int64_t H = c_.num_heads, lora = c_.kv_lora_rank, Wq = lora + c_.qk_rope_head_dim;
     using Ops = backend::Ops<B>;
     backend::Buffer<B> qa(size_t(n * H * Wq)), ot(size_t(n * H * lora));

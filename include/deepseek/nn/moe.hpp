@@ -114,7 +114,7 @@ class Moe {
   void forward(const float* x, int64_t n, float* y) const {
     const int K = c_.num_experts_per_tok;
     const int64_t d = c_.hidden_size;
-    std::vector<int> idx(size_t(n * K));  // on B's device (the CPU's: host memory)
+    backend::IndexBuffer<B> idx(size_t(n * K));
     backend::Buffer<B> wt(size_t(n * K));
     route(x, n, idx.data(), wt.data());
     backend::ExpertFfn shared;  // read here: shared_ lives inside this object, which may have moved

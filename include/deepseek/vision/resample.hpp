@@ -48,6 +48,9 @@ struct ResampleAxis {
 #if defined(__clang__)
 #define DEEPSEEK_NO_FP_CONTRACT _Pragma("clang fp contract(off)")
 #elif defined(__GNUC__)
+#if defined(__CUDACC__)
+#pragma nv_diag_suppress 1675  // nvcc's front end does not know GCC's optimize pragma (host code of a .cu file)
+#endif
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=off")
 #define DEEPSEEK_NO_FP_CONTRACT

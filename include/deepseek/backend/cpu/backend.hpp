@@ -22,6 +22,7 @@ namespace deepseek::backend {
 template <>
 struct Ops<::deepseek::cpu> {
   using Buffer = std::vector<float>;  // host memory is the CPU's device memory
+  using IndexBuffer = std::vector<int32_t>;
 
   static Buffer vector_f32(const TensorView& v) {
     Buffer b(size_t(v.numel()));
@@ -33,6 +34,16 @@ struct Ops<::deepseek::cpu> {
     cpu::embedding(table, ids, n, out);
   }
   static bool all_finite(const float* x, int64_t n) { return cpu::all_finite(x, n); }
+  // host[0, n) = x[0, n): a copy (the CPU's device memory is host memory).
+  static void download(const float* x, int64_t n, float* host) {
+    if (host != x) std::copy(x, x + n, host);
+  }
+  static void download(const int32_t* x, int64_t n, int32_t* host) {
+    if (host != x) std::copy(x, x + n, host);
+  }
+  static void upload(const float* host, int64_t n, float* x) {
+    if (host != x) std::copy(host, host + n, x);
+  }
 
   // MoE (nn/moe.hpp; backend/cpu/moe.hpp): idx / weight [n, top_k] from the router logits [n, E];
   // y [n, d] = shared(x) + sum_k weight[t, k] * expert_{idx[t, k]}(x[t]) (shared: the shared
