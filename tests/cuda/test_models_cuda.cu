@@ -28,6 +28,7 @@
 
 #include <cstdint>
 #include <string>
+#include <tuple>
 #include <vector>
 
 // The whole text model and its MTP head instantiate for the CUDA tag.
@@ -223,4 +224,50 @@ TEST_CASE("CUDA model: examples/compose equals models::DeepSeekV3 and decodes th
     composed.forward(&next, 1, cache, b.data());
   }
   CHECK(got == want);
+}
+
+TEST_CASE("CUDA model: forward_batch equals each sequence alone, contiguous and paged", "[cuda][model][batch]") {
+  if (!have_gpu()) return;
+  for (const char* variant : {"v3_fp8", "v2_mha_ocr_decoder", "v32_dsa_topk_small", "v3_yarn_qlora_bf16"}) {
+    INFO("variant " << variant);
+    Model model(io::Checkpoint::open(kModels + variant));
+    const Reference ref = load_reference(variant);
+    const int64_t V = model.config().vocab_size;
+    // (prompt length, decode tokens, paged): every sequence a prefix of the fixture's ids, continued
+    // with the next ids (the positions the fixture scripts checked for margins).
+    const std::vector<std::tuple<int64_t, int, bool>> plans = {{5, 3, false}, {2, 3, true}, {7, 3, true}};
+    const int S = int(plans.size());
+    auto make = [&](int s) {
+      const auto& [prompt, tokens, paged] = plans[size_t(s)];
+      return model.make_cache(models::CacheOptions::exact(prompt + tokens, paged ? nn::CacheLayout::paged : nn::CacheLayout::contiguous, 4));
+    };
+    // Alone: logits after the prompt and after each token.
+    std::vector<std::vector<float>> alone(static_cast<size_t>(S));
+    for (int s = 0; s < S; ++s) {
+      const auto& [prompt, tokens, paged] = plans[size_t(s)];
+      auto cache = make(s);
+      dc::Buffer lg(size_t((tokens + 1) * V));
+      model.forward(ref.ids.data(), prompt, cache, lg.data());
+      for (int k = 0; k < tokens; ++k) model.forward(&ref.ids[size_t(prompt + k)], 1, cache, lg.data() + (k + 1) * V);
+      alone[size_t(s)] = download(lg);
+    }
+    // Batched: every step runs all sequences (the prompt first, then one token each).
+    std::vector<nn::KvCache> caches;
+    for (int s = 0; s < S; ++s) caches.push_back(make(s));
+    dc::Buffer lg(size_t(S) * size_t(V));
+    for (int k = -1; k < 3; ++k) {
+      std::vector<Model::BatchSequence> batch;
+      for (int s = 0; s < S; ++s) {
+        const int64_t prompt = std::get<0>(plans[size_t(s)]);
+        batch.push_back({k < 0 ? ref.ids.data() : &ref.ids[size_t(prompt + k)], k < 0 ? prompt : 1, &caches[size_t(s)],
+                         lg.data() + size_t(s) * size_t(V)});
+      }
+      model.forward_batch(batch);
+      const std::vector<float> got = download(lg);
+      for (int s = 0; s < S; ++s) {
+        INFO("step " << k + 1 << ", sequence " << s);
+        CHECK(rel_diff(got.data() + size_t(s) * size_t(V), alone[size_t(s)].data() + (k + 1) * V, V) <= 1e-5);
+      }
+    }
+  }
 }

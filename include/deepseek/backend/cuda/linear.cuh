@@ -7,12 +7,15 @@
 //          (bf16: a shift; e4m3: its bits, times the 128 x 128 block's scale), f32 FMAs, a
 //          warp reduction. Each step of a warp reads 32 consecutive weights (coalesced); wider
 //          vector loads and a split over columns for short, wide matrices are the next step.
-//   sgemm  n > kGemvMaxTokens: the rows are dequantized (exactly) to f32 in slabs of at most
-//          kSlabFloats into stream-ordered scratch and multiplied by cuBLAS SGEMM in pedantic
-//          mode (no TF32): the same f32 products as the CPU's Eigen path. bf16 activations
-//          (bf16 weights) round x first, as the CPU does.
-// Not here yet: tensor-core bf16 GEMM (cuBLASLt, x rounded to bf16) and FP8 block-scaled GEMM for
-// prefill; these change results at bf16 precision and come with their own stated tolerance.
+//   bf16   n > kGemvMaxTokens, bf16 weights with bf16 activations: x rounded to bf16 once, then a
+//          tensor-core GEMM (cublasGemmEx, bf16 inputs, f32 accumulation and output). A bf16 x bf16
+//          product is exact in f32, so this is the CPU's bf16-activation rule (bf16(x) times W,
+//          f32 sums) up to summation order, at tensor-core speed.
+//   sgemm  n > kGemvMaxTokens otherwise: the rows are dequantized (exactly) to f32 in slabs of at
+//          most kSlabFloats into stream-ordered scratch and multiplied by cuBLAS SGEMM in pedantic
+//          mode (no TF32): the same f32 products as the CPU's Eigen path.
+// Not here yet: an FP8 block-scaled GEMM for prefill (the CPU's FP8 rules scale per 128 x 128 block,
+// which one cuBLAS call does not express; FP8 weights with f32 activations take the sgemm path).
 #pragma once
 
 #include "deepseek/backend/cuda/elementwise.cuh"
@@ -86,6 +89,10 @@ static __global__ void dequantize_rows(WeightArgs a, int64_t r0, int64_t r1, flo
 static __global__ void round_rows_bf16(const float* x, int64_t ldx, int64_t n, int64_t cols, float* out) {
   DEEPSEEK_GRID_STRIDE(i, n * cols) out[i] = dev::round_to_bf16(x[(i / cols) * ldx + i % cols]);
 }
+// The same rows as bf16 bits (the tensor-core GEMM's input).
+static __global__ void rows_to_bf16(const float* x, int64_t ldx, int64_t n, int64_t cols, uint16_t* out) {
+  DEEPSEEK_GRID_STRIDE(i, n * cols) out[i] = dev::f32_to_bf16(x[(i / cols) * ldx + i % cols]);
+}
 // y[t, c] = sum_{r in [r0, r1)} x[t, r - r0] W[r, c]: one thread per (t, c), coalesced over c.
 static __global__ void linear_transposed(WeightArgs a, int64_t r0, int64_t r1, const float* x, int64_t ldx, float* y, int64_t ldy) {
   const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, t = blockIdx.y;
@@ -138,8 +145,25 @@ inline void linear_rows(const BlockQuantMatrix& W, int64_t r0, int64_t r1, const
     }
     return;
   }
+  if (round && W.dtype() == DType::bf16) {  // tensor cores: x rounded to bf16 once, f32 accumulation
+    BasicBuffer<uint16_t> xb(size_t(n * cols));
+    DEEPSEEK_LAUNCH(rows_to_bf16, kernels::grid_for(n * cols), kernels::kThreads, x, ldx, n, cols, xb.data());
+    cublasHandle_t h = Context::current().cublas();
+    const float one = 1.0f, zero = 0.0f;
+    // The context's pedantic mode would keep cuBLAS off the tensor cores; the products are exact
+    // either way, so only this call allows them.
+    DEEPSEEK_CUDA_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
+    // Column-major view as below: Y^T[rows, n] (ld ldy) = W_rows (cols x rows, ld cols)^T * X^T (cols x n, ld cols).
+    const cublasStatus_t st =
+        cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(n), int(cols), &one,
+                     static_cast<const uint16_t*>(W.weight.data()) + r0 * cols, CUDA_R_16BF, int(cols), xb.data(), CUDA_R_16BF,
+                     int(cols), &zero, y, CUDA_R_32F, int(ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    DEEPSEEK_CUDA_CHECK(cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH));
+    DEEPSEEK_CUDA_CHECK(st);
+    return;
+  }
   Buffer xr;
-  if (round) {  // bf16 weights with bf16 activations: x rounded once, then exact f32 products
+  if (round) {  // f32 weights with bf16 activations: x rounded once, then exact f32 products (FP8 took the GEMV)
     xr.resize(size_t(n * cols));
     DEEPSEEK_LAUNCH(round_rows_bf16, kernels::grid_for(n * cols), kernels::kThreads, x, ldx, n, cols, xr.data());
     x = xr.data();
