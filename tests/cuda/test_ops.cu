@@ -264,3 +264,18 @@ TEST_CASE("cuda IndexBuffer, upload / download, and a paged KvCache's device blo
   Ops::load_rows(view, 17, 0, 3, 24, got.data(), 24);
   CHECK(download(got.data(), row.size()) == row);
 }
+
+TEST_CASE("cuda argmax: the largest value's lowest index, as the CPU's std::max_element", "[cuda]") {
+  if (!have_gpu()) return;
+  for (int64_t n : {1, 31, 1025, 129280}) {
+    INFO("n " << n);
+    auto v = random_vector(size_t(n), uint32_t(20 + n));
+    const int64_t hi = n / 3, lo = n / 5;
+    v[size_t(hi)] = 5.0f;  // the maximum, repeated later: the first one wins
+    v[size_t(n - 1)] = 5.0f;
+    if (lo < hi) v[size_t(lo)] = 4.0f;
+    dc::Buffer b = upload(v);
+    const int32_t want = int32_t(std::max_element(v.begin(), v.end()) - v.begin());
+    CHECK(Ops::argmax(b.data(), n) == want);
+  }
+}

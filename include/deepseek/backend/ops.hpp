@@ -30,6 +30,7 @@
 //   im2col_hwc, patchify_chw, vit_attention,           and DeepSeek-OCR's row layout (copy2d, repeat_row); the tables
 //   resize_bicubic_aa, resize_linear, round_to_dtype   resampled per input size, rounded to the stored dtype
 //   all_finite(x, n)                                   the models' NaN / Inf check (a host bool)
+//   argmax(x, n)                                       greedy decoding's id (a host int; ties: the lowest index)
 //   download(x, n, host), upload(host, n, x)           f32 / int32 values between B's device and host memory
 //                                                      (logits to sample, an error's first bad value; image pixels)
 #pragma once

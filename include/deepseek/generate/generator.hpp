@@ -83,9 +83,14 @@ class Generator {
     // Decode time runs from the end of the prefill to the last token, sampling included (so it
     // compares with the speculative generator's wall time).
     for (int64_t i = 0; i < o_.max_new_tokens; ++i) {
-      float* logits = rows.host();
-      if (ngram) ngram->apply(logits, c.vocab_size);
-      const int32_t next = sampler_.sample(logits, c.vocab_size);
+      int32_t next;
+      if (o_.sampling.greedy && !ngram) {  // the id alone leaves the device (the sampler's argmax, same ties)
+        next = backend::Ops<backend_of_t<Model>>::argmax(rows.device(), c.vocab_size);
+      } else {
+        float* logits = rows.host();
+        if (ngram) ngram->apply(logits, c.vocab_size);
+        next = sampler_.sample(logits, c.vocab_size);
+      }
       if (ngram) ngram->push(next);
       out.push_back(next);
       ++stats_.generated_tokens;

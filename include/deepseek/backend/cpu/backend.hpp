@@ -34,6 +34,7 @@ struct Ops<::deepseek::cpu> {
     cpu::embedding(table, ids, n, out);
   }
   static bool all_finite(const float* x, int64_t n) { return cpu::all_finite(x, n); }
+  static int32_t argmax(const float* x, int64_t n) { return int32_t(std::max_element(x, x + n) - x); }
   // host[0, n) = x[0, n): a copy (the CPU's device memory is host memory).
   static void download(const float* x, int64_t n, float* host) {
     if (host != x) std::copy(x, x + n, host);

@@ -165,7 +165,7 @@ inline void moe_experts_grouped(const ExpertFfn* experts, int E, const float* x,
 // routed weights at V2-Lite's 6 of 64), and row-split GEMVs cost a fork and join per matrix.
 //   job 1: units of gate_proj / up_proj rows (64, FP8: one 128-row scale block) of every expert:
 //          h_m[r] = silu(gate_m x)[r] * (up_m x)[r]
-//   job 2: units of 32 output rows: the shared expert's down_proj rows into y, then every routed
+//   job 2: units of 32 output rows (FP8: 128): the shared expert's down_proj rows into y, then every routed
 //          expert's down_proj rows summed in ascending expert order and added, the order
 //          moe_experts_grouped sums in. Each row's products are those of one whole-matrix linear
 //          (the GEMV kernels chunk rows from 32-row-aligned starts), so the two agree bit for bit
@@ -215,11 +215,14 @@ inline void moe_experts_token(const ExpertFfn* experts, const ExpertFfn* shared,
   };
   parallel_for(units1, gate_up, 1, units1);
   const size_t first_routed = shared ? 1 : 0;
-  const int64_t units2 = (d + 31) / 32;
+  // FP8: units of one 128-row scale block, since every linear_rows call of the e4m3 kernel first
+  // prepares the input (inter floats); at 32 rows that was an eighth of the weights' bytes again.
+  const int64_t u2 = parts.back().f->down_proj->dtype() == DType::f8_e4m3 ? 128 : 32;
+  const int64_t units2 = (d + u2 - 1) / u2;
   auto down = [&](int64_t b, int64_t e) {
-    float out[32], sum[32];
+    float out[128], sum[128];
     for (int64_t i = b; i < e; ++i) {
-      const int64_t a = i * 32, len = std::min<int64_t>(32, d - a);
+      const int64_t a = i * u2, len = std::min<int64_t>(u2, d - a);
       if (shared) linear_rows(*shared->down_proj, a, a + len, hs.data(), 1, y + a);
       else fill(y + a, len, 0.0f);
       fill(sum, len, 0.0f);

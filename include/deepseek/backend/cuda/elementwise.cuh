@@ -252,6 +252,47 @@ inline void embedding(const TensorView& table, const int32_t* ids, int64_t n, fl
   detail::DeviceArray<int32_t> d_ids(ids, n);
   DEEPSEEK_LAUNCH(embedding, unsigned(n), kernels::kThreads, table.data(), kind, table.dim(1), d_ids.p, out);
 }
+namespace kernels {
+// One block: each thread keeps the largest value it sees and its lowest index (the CPU's
+// std::max_element order: a later equal value does not win), then a warp and a block reduction.
+static __global__ void argmax_block(const float* x, int64_t n, int32_t* out) {
+  float best = -INFINITY;
+  int64_t at = n;  // past the end: no value yet
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+    if (x[i] > best || at == n) best = x[i], at = i;
+  auto better = [](float v, int64_t i, float bv, int64_t bi) { return bi == INT64_MAX || v > bv || (v == bv && i < bi); };
+  if (at == n) at = INT64_MAX;
+  for (int o = 16; o > 0; o >>= 1) {
+    const float v = __shfl_down_sync(0xffffffffu, best, o);
+    const int64_t i = __shfl_down_sync(0xffffffffu, at, o);
+    if (i != INT64_MAX && better(v, i, best, at)) best = v, at = i;
+  }
+  __shared__ float wv[32];
+  __shared__ int64_t wi[32];
+  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5, warps = int(blockDim.x + 31) >> 5;
+  if (lane == 0) wv[warp] = best, wi[warp] = at;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < warps; ++w)
+      if (wi[w] != INT64_MAX && better(wv[w], wi[w], wv[0], wi[0])) wv[0] = wv[w], wi[0] = wi[w];
+    *out = wi[0] == INT64_MAX ? 0 : int32_t(wi[0]);
+  }
+}
+}  // namespace kernels
+
+// The index of the largest of x[0, n) (ties: the lowest index), as a host value: greedy decoding
+// reads 4 bytes instead of the logits row.
+inline int32_t argmax(const float* x, int64_t n) {
+  if (n <= 0) throw Error("argmax of an empty row");
+  const int32_t zero = 0;
+  detail::DeviceArray<int32_t> out(&zero, 1);
+  DEEPSEEK_LAUNCH(argmax_block, 1, 1024, x, n, out.p);
+  int32_t host = 0;
+  DEEPSEEK_CUDA_CHECK(cudaMemcpyAsync(&host, out.p, sizeof(int32_t), cudaMemcpyDeviceToHost, detail::stream()));
+  Context::current().synchronize();
+  return host;
+}
+
 inline bool all_finite(const float* x, int64_t n) {
   if (n <= 0) return true;
   const int zero = 0;
