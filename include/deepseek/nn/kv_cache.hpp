@@ -233,7 +233,7 @@ class KvCache {
     if (!pool_) return;
     for (auto it = table_.rbegin(); it != table_.rend(); ++it) pool_->give_back(*it);
     table_.clear();
-    device_table_ = Tensor();
+    sync_table();
     capacity_ = 0;
   }
 

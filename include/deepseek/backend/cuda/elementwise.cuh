@@ -284,12 +284,10 @@ static __global__ void argmax_block(const float* x, int64_t n, int32_t* out) {
 // reads 4 bytes instead of the logits row.
 inline int32_t argmax(const float* x, int64_t n) {
   if (n <= 0) throw Error("argmax of an empty row");
-  const int32_t zero = 0;
-  detail::DeviceArray<int32_t> out(&zero, 1);
-  DEEPSEEK_LAUNCH(argmax_block, 1, 1024, x, n, out.p);
+  IndexBuffer out(1);  // the kernel always writes it
+  DEEPSEEK_LAUNCH(argmax_block, 1, 1024, x, n, out.data());
   int32_t host = 0;
-  DEEPSEEK_CUDA_CHECK(cudaMemcpyAsync(&host, out.p, sizeof(int32_t), cudaMemcpyDeviceToHost, detail::stream()));
-  Context::current().synchronize();
+  download(out.data(), 1, &host);
   return host;
 }
 
