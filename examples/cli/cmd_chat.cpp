@@ -1,7 +1,7 @@
 // deepseek-cli chat: an interactive conversation in the terminal.
 //
 //   chat --model DIR [--r1 | --v3] [--system TEXT] [--max-new N] [--ctx N]
-//        [--greedy | --temperature T --top-p P --top-k K --seed S] [--threads N]
+//        [--greedy | --temperature T --top-p P --top-k K --seed S] [--backend cpu|cuda] [--threads N]
 //        [--activations f32|bf16] [--cache-dtype bf16|f32|fp8]
 //
 // Each line read is a user message; the answer streams as it is generated. The conversation is
@@ -12,6 +12,8 @@
 // only its new tokens. When the conversation no longer fits --ctx (prompt + --max-new), the
 // oldest turns are dropped (the system prompt stays). /reset starts over, /exit (or end of input)
 // leaves; Ctrl-C stops the current answer and keeps the conversation (at the prompt, it leaves).
+// --backend cuda (a build with the CUDA backend) keeps the model and its cache on the current GPU
+// (chat_session.hpp); each token's logits row comes to the host for the sampler.
 #include "command.hpp"
 #include "model_loading.hpp"
 
@@ -43,13 +45,13 @@ int run_chat(int argc, char** argv) {
   if (args.help()) {
     std::printf(
         "usage: deepseek-cli chat --model DIR [--r1 | --v3] [--system TEXT] [--max-new N] [--ctx N]\n"
-        "         [--greedy | --temperature T --top-p P --top-k K --seed S] [--threads N] [--activations f32|bf16]\n"
-        "         [--cache-dtype bf16|f32|fp8]\n"
+        "         [--greedy | --temperature T --top-p P --top-k K --seed S] [--backend cpu|cuda] [--threads N]\n"
+        "         [--activations f32|bf16] [--cache-dtype bf16|f32|fp8]\n"
         "  /reset clears the conversation, /exit leaves, Ctrl-C stops an answer\n");
     return 0;
   }
   args.reject_positional();
-  cli::require_cpu_backend(args);
+  const cli::Backend backend = cli::parse_backend(args);
   if (args.flag("r1") && args.flag("v3")) throw Error("give at most one of --r1 and --v3");
   cli::apply_threads(args);
   const std::string dir = args.required("model");
@@ -73,12 +75,12 @@ int run_chat(int argc, char** argv) {
 
   tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(dir);
   const bool r1 = args.flag("r1") || (!args.flag("v3") && tok.chat_template().find("<think>") != std::string::npos);
-  auto model = cli::load_model(ckpt, activations, 0);
-  auto cache = model->make_cache({ctx, nn::CacheLayout::contiguous, 16, cache_dtype});
+  auto session =
+      cli::load_chat_session(backend, ckpt, activations, {ctx, nn::CacheLayout::contiguous, 16, cache_dtype});
   generate::Sampler sampler(so);
   const int64_t V = cfg.vocab_size;
-  std::vector<float> logits(static_cast<size_t>(V));
-  std::vector<int32_t> cached;  // the ids whose rows the cache holds
+  const float* logits = nullptr;  // [V] on the host: the last token's
+  std::vector<int32_t> cached;    // the ids whose rows the cache holds
 
   const bool tty_in = isatty(0), tty_out = isatty(1);
   const char* dim = tty_out ? "\x1b[2m" : "[thinking]\n";
@@ -145,9 +147,9 @@ int run_chat(int argc, char** argv) {
     size_t common = 0;
     while (common < cached.size() && common < ids.size() && cached[common] == ids[common]) ++common;
     common = std::min(common, ids.size() - 1);
-    cache.resize(int64_t(common));
+    session->truncate(int64_t(common));
     cached.assign(ids.begin(), ids.end());
-    model->forward(ids.data() + common, int64_t(ids.size() - common), cache, logits.data());
+    logits = session->append(ids.data() + common, int64_t(ids.size() - common));
 
     tokenizer::Tokenizer::StreamDecoder stream(tok);
     chat::ThinkingSplitter split(r1);
@@ -169,7 +171,7 @@ int run_chat(int argc, char** argv) {
     const int64_t budget = std::min<int64_t>(max_new, ctx - int64_t(ids.size()));
     bool stopped = false;
     for (int64_t i = 0; i < budget; ++i) {
-      const int32_t next = sampler.sample(logits.data(), V);
+      const int32_t next = sampler.sample(logits, V);
       if (cfg.is_eos(next)) break;
       const std::string piece = stream.push(tokenizer::TokenId(next));
       answer += piece;
@@ -179,7 +181,7 @@ int run_chat(int argc, char** argv) {
         break;
       }
       if (i + 1 == budget) break;
-      model->forward(&next, 1, cache, logits.data());
+      logits = session->append(&next, 1);
       cached.push_back(next);
     }
     const std::string rest = stream.finish();

@@ -1,9 +1,13 @@
 // deepseek-cli serve: an OpenAI-compatible HTTP server over generate::Scheduler (continuous
 // batching on a shared paged KV pool).
 //
-//   serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-batch N] [--ctx N] [--threads N]
-//         [--max-queue N] [--pool-tokens N] [--max-step-tokens N] [--template auto|v3|r1]
+//   serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-batch N] [--ctx N] [--backend cpu|cuda]
+//         [--threads N] [--max-queue N] [--pool-tokens N] [--max-step-tokens N] [--template auto|v3|r1]
 //         [--model-name NAME] [--activations f32|bf16] [--cache-dtype bf16|f32|fp8] [--quiet]
+//
+// --backend cuda (a build with the CUDA backend) keeps the model and the shared KV pool on the
+// current GPU (scheduler_runner.hpp); the scheduler thread runs the forwards, the HTTP threads only
+// queue requests and read streamed text.
 //
 //   POST /v1/chat/completions   messages through the model's chat template (V3, or R1 with its
 //                               reasoning returned as reasoning_content); openai_api.hpp lists the fields
@@ -50,7 +54,6 @@ using namespace deepseek;
 
 #if DEEPSEEK_CLI_HAVE_HTTPLIB
 
-using Model = models::DeepSeekV3<cpu>;
 using Json = nlohmann::ordered_json;
 
 constexpr size_t kMaxBodyBytes = size_t(8) << 20;
@@ -65,9 +68,8 @@ struct Channel {
 };
 
 struct ServerState {
-  const Model& model;
   const tokenizer::Tokenizer& tok;
-  generate::Scheduler<Model>& sched;
+  cli::SchedulerRunner& sched;
   bool r1;
   std::string model_id;
   int64_t ctx;
@@ -111,7 +113,7 @@ generate::Request make_request(ServerState& S, const serve::ApiRequest& r) {
   } catch (const Error& e) {
     throw serve::ApiError(400, e.what(), prompt_param);
   }
-  const int64_t P = int64_t(ids.size()), V = S.model.config().vocab_size;
+  const int64_t P = int64_t(ids.size()), V = S.sched.config().vocab_size;
   for (size_t i = 0; i < ids.size(); ++i)
     if (ids[i] >= V) throw serve::ApiError(400, "prompt[" + std::to_string(i) + "] = " + std::to_string(ids[i]) + " is not below the vocabulary size " + std::to_string(V), prompt_param);
   if (P >= S.ctx)
@@ -233,7 +235,7 @@ void handle_generation(ServerState& S, const httplib::Request& req, httplib::Res
     auto st = std::make_shared<Stream>(Stream{ch, endpoint, r.include_usage, id, S.model_id, std::time(nullptr),
                                               chat::ThinkingSplitter(is_chat && S.r1), false});
     res.set_header("Cache-Control", "no-cache");
-    generate::Scheduler<Model>* sched = &S.sched;
+    cli::SchedulerRunner* sched = &S.sched;
     res.set_chunked_content_provider(
         "text/event-stream",
         [st](size_t, httplib::DataSink& sink) {
@@ -296,13 +298,13 @@ int run_serve(int argc, char** argv) {
                   "model-name", "activations", "cache-dtype", "backend"});
   if (args.help()) {
     std::printf(
-        "usage: deepseek-cli serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-batch N] [--ctx N] [--threads N]\n"
-        "         [--max-queue N] [--pool-tokens N] [--max-step-tokens N] [--template auto|v3|r1] [--model-name NAME]\n"
-        "         [--activations f32|bf16] [--cache-dtype bf16|f32|fp8] [--quiet]\n");
+        "usage: deepseek-cli serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-batch N] [--ctx N] [--backend cpu|cuda]\n"
+        "         [--threads N] [--max-queue N] [--pool-tokens N] [--max-step-tokens N] [--template auto|v3|r1]\n"
+        "         [--model-name NAME] [--activations f32|bf16] [--cache-dtype bf16|f32|fp8] [--quiet]\n");
     return 0;
   }
   args.reject_positional();
-  cli::require_cpu_backend(args);
+  const cli::Backend backend = cli::parse_backend(args);
   cli::apply_threads(args);
   const std::string dir = args.required("model");
   const std::string host = args.get("host", "127.0.0.1");
@@ -327,11 +329,11 @@ int run_serve(int argc, char** argv) {
   tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(dir);
   // R1's template is the one whose generation prompt opens a <think> block.
   const bool r1 = tmpl == "r1" || (tmpl == "auto" && tok.chat_template().find("<think>") != std::string::npos);
-  auto model = cli::load_model(ckpt, activations, 0);
-  generate::Scheduler<Model> sched(*model, so, &tok);
+  auto runner = cli::load_scheduler(backend, ckpt, activations, so, &tok);
+  cli::SchedulerRunner& sched = *runner;
   std::string name = args.get("model-name", std::filesystem::path(dir).lexically_normal().filename().string());
   if (name.empty()) name = std::filesystem::path(dir).lexically_normal().parent_path().filename().string();
-  ServerState S{*model, tok, sched, r1, name, so.max_context};
+  ServerState S{tok, sched, r1, name, so.max_context};
 
   // Signals go to one thread that stops the server; every other thread blocks them.
   sigset_t sigs;
@@ -390,8 +392,11 @@ int run_serve(int argc, char** argv) {
   const int bound = port == 0 ? svr.bind_to_any_port(host) : (svr.bind_to_port(host, port) ? port : -1);
   if (bound < 0) throw Error("cannot listen on " + host + ":" + std::to_string(port) + " (in use, or not an address of this machine)");
   if (listen_fd >= 0) ::listen(listen_fd, SOMAXCONN);
-  std::fprintf(stderr, "deepseek-cli serve: listening on http://%s:%d (model %s, template %s, max-batch %d, ctx %lld, pool %lld tokens)\n",
-               host.c_str(), bound, S.model_id.c_str(), r1 ? "r1" : "v3", so.max_batch, static_cast<long long>(so.max_context),
+  std::fprintf(stderr,
+               "deepseek-cli serve: listening on http://%s:%d (model %s, backend %s, template %s, max-batch %d, "
+               "ctx %lld, pool %lld tokens)\n",
+               host.c_str(), bound, S.model_id.c_str(), backend == cli::Backend::cuda ? "cuda" : "cpu",
+               r1 ? "r1" : "v3", so.max_batch, static_cast<long long>(so.max_context),
                static_cast<long long>(sched.pool()->num_blocks() * sched.pool()->block_size()));
   std::fflush(stderr);
 

@@ -125,12 +125,22 @@ inline void apply_threads(const Args& args) {
   if (args.has("threads")) set_num_threads(threads_option(args, 1));
 }
 
-// --backend for the commands that run on the CPU only (serve, chat): generate and logits take
-// --backend cuda in a CUDA build (model_loading.hpp).
-inline void require_cpu_backend(const Args& args) {
-  if (args.get("backend", "cpu") != "cpu")
-    throw Error("--backend " + excerpt(args.get("backend")) + " is not available for this command (it runs on the CPU; generate and logits take --backend cuda)");
+enum class Backend { cpu, cuda };
+
+// --backend cpu|cuda (default cpu) of the commands that run a text model (logits, generate, serve,
+// chat): cuda in a build with the CUDA backend (DEEPSEEK_WITH_CUDA); any other name is an Error
+// naming it. Whether there is a GPU is checked when the model loads (cmd_model_cuda.cu).
+inline Backend parse_backend(const std::string& name) {
+  if (name == "cpu") return Backend::cpu;
+#if defined(DEEPSEEK_WITH_CUDA)
+  if (name == "cuda") return Backend::cuda;
+  throw Error("--backend must be cpu or cuda, got '" + excerpt(name) + "'");
+#else
+  throw Error("--backend " + excerpt(name) +
+              " is not available (this build has: cpu; configure with -DDEEPSEEK_CUDA=ON for cuda)");
+#endif
 }
+inline Backend parse_backend(const Args& args) { return parse_backend(args.get("backend", "cpu")); }
 
 // --activations f32|bf16 (default f32): what the inputs of the linear layers are rounded to.
 inline ActivationDType parse_activations(const Args& args) {

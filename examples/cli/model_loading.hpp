@@ -1,8 +1,11 @@
-// Loading a checkpoint for the commands that run a model (generate, logits, serve, chat).
+// Loading a checkpoint for the commands that run a model (generate, logits, serve, chat), on the
+// backend --backend names.
 #pragma once
 
+#include "chat_session.hpp"
 #include "command.hpp"
 #include "model_runner.hpp"
+#include "scheduler_runner.hpp"
 
 #include <deepseek/deepseek.hpp>
 
@@ -40,22 +43,42 @@ inline models::LoadOptions load_options(const std::shared_ptr<io::Checkpoint>& c
   return opts;
 }
 
-inline std::shared_ptr<models::DeepSeekV3<cpu>> load_model(const std::shared_ptr<io::Checkpoint>& ckpt, ActivationDType activations,
-                                                    int64_t prefill_chunk) {
-  return std::make_shared<models::DeepSeekV3<cpu>>(ckpt, load_options(ckpt, activations, prefill_chunk));
-}
-
-// The model of `logits` / `generate` on --backend cpu (the default) or cuda (builds with the CUDA
-// backend: model_runner.hpp).
+// The model of each command on --backend cpu (the default) or cuda (parse_backend; the cuda halves
+// are built in cmd_model_cuda.cu, which refuses a machine without a GPU). A checkpoint larger than
+// the GPU is not split: the upload stops with cudaMalloc's out-of-memory Error (memory.cuh).
+//   logits / generate: model_runner.hpp
 inline std::unique_ptr<ModelRunner> load_runner(const std::string& backend, const std::shared_ptr<io::Checkpoint>& ckpt,
                                                 ActivationDType activations, int64_t prefill_chunk) {
-  if (backend == "cpu") return std::make_unique<ModelRunnerOn<cpu>>(ckpt, load_options(ckpt, activations, prefill_chunk));
+  [[maybe_unused]] const Backend b = parse_backend(backend);
+  const models::LoadOptions opts = load_options(ckpt, activations, prefill_chunk);
 #if defined(DEEPSEEK_WITH_CUDA)
-  if (backend == "cuda") return make_cuda_runner(ckpt, load_options(ckpt, activations, prefill_chunk));
-  throw Error("--backend must be cpu or cuda, got '" + excerpt(backend) + "'");
-#else
-  throw Error("--backend " + excerpt(backend) + " is not available (this build has: cpu; configure with -DDEEPSEEK_CUDA=ON for cuda)");
+  if (b == Backend::cuda) return make_cuda_runner(ckpt, opts);
 #endif
+  return std::make_unique<ModelRunnerOn<cpu>>(ckpt, opts);
+}
+
+//   serve: generate::Scheduler over the model (scheduler_runner.hpp); `tok` outlives the runner
+inline std::unique_ptr<SchedulerRunner> load_scheduler([[maybe_unused]] Backend backend,
+                                                       const std::shared_ptr<io::Checkpoint>& ckpt,
+                                                       ActivationDType activations,
+                                                       const generate::SchedulerOptions& so,
+                                                       const tokenizer::Tokenizer* tok) {
+  const models::LoadOptions opts = load_options(ckpt, activations, 0);
+#if defined(DEEPSEEK_WITH_CUDA)
+  if (backend == Backend::cuda) return make_cuda_scheduler(ckpt, opts, so, tok);
+#endif
+  return std::make_unique<SchedulerRunnerOn<cpu>>(ckpt, opts, so, tok);
+}
+
+//   chat: the model and one contiguous cache kept across turns (chat_session.hpp)
+inline std::unique_ptr<ChatSession> load_chat_session([[maybe_unused]] Backend backend,
+                                                      const std::shared_ptr<io::Checkpoint>& ckpt,
+                                                      ActivationDType activations, const models::CacheOptions& co) {
+  const models::LoadOptions opts = load_options(ckpt, activations, 0);
+#if defined(DEEPSEEK_WITH_CUDA)
+  if (backend == Backend::cuda) return make_cuda_chat_session(ckpt, opts, co);
+#endif
+  return std::make_unique<ChatSessionOn<cpu>>(ckpt, opts, co);
 }
 
 // A context of `tokens` positions must fit the model before anything is sized from it.

@@ -1,7 +1,8 @@
 // What `logits` and `generate` need of a loaded text model, behind one interface so the commands
 // are written once for every backend: ModelRunnerOn<cpu> is built in cmd_model.cpp, and with the
 // CUDA backend (DEEPSEEK_WITH_CUDA) ModelRunnerOn<cuda> in cmd_model_cuda.cu, the one translation
-// unit nvcc compiles (no Eigen, no tokenizer or JSON: those stay in the host files).
+// unit nvcc compiles (no Eigen there, which warns under nvcc: it stays in the host files).
+// serve and chat have interfaces of the same kind: scheduler_runner.hpp, chat_session.hpp.
 // Inputs and outputs are host memory; the model's activations, cache and logits live on B's device.
 #pragma once
 

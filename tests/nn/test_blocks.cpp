@@ -147,6 +147,75 @@ TEST_CASE("sampler: top-p over a large vocabulary keeps the same nucleus as a fu
       }
 }
 
+TEST_CASE("sampler: sample_on (the backend's sampling primitives) draws what sample() draws on the host", "[sampler]") {
+  // sample() builds the whole distribution on the host; sample_on<cpu> goes through
+  // Ops::top_logits / softmax_sum / sample_softmax as a GPU does. Same seed: the same ids, every
+  // draw, for every mode (top-k, top-p with its doubling prefix, both, plain temperature).
+  std::mt19937 rng(11);
+  int64_t configs = 0, varied = 0;  // varied: configurations whose 60 draws are not all one id
+  for (int64_t n : {5, 1000, 20000})
+    for (float spread : {0.3f, 4.0f}) {
+      std::normal_distribution<float> nd(0.0f, spread);
+      std::vector<float> logits(static_cast<size_t>(n));
+      for (auto& l : logits) l = nd(rng);
+      logits[size_t(n - 1)] = logits[0];  // ties: the lower id first in every order
+      if (n > 3) logits[2] = logits[1];
+      for (int top_k : {0, 1, 3, 50})
+        for (float top_p : {1.0f, 0.9f, 0.3f})
+          for (float temperature : {0.6f, 1.4f}) {
+            INFO("n " << n << " spread " << spread << " top_k " << top_k << " top_p " << top_p << " temperature " << temperature);
+            generate::SamplingOptions o;
+            o.greedy = false;
+            o.top_k = top_k;
+            o.top_p = top_p;
+            o.temperature = temperature;
+            o.seed = uint64_t(n + top_k);
+            generate::Sampler host(o), on(o);
+            std::map<int32_t, int> seen;
+            for (int i = 0; i < 60; ++i) {
+              const int32_t a = host.sample(logits.data(), n), b = on.sample_on<cpu>(logits.data(), n);
+              REQUIRE(a == b);
+              ++seen[a];
+            }
+            ++configs;
+            varied += seen.size() > 1;
+          }
+    }
+  INFO(varied << " of " << configs << " configurations drew more than one id");
+  REQUIRE(varied * 2 > configs);  // mostly real draws, not one forced id (then the comparison could not fail)
+  generate::Sampler greedy;
+  const std::vector<float> l = {1.0f, 3.0f, 2.0f, 3.0f};
+  REQUIRE(greedy.sample_on<cpu>(l.data(), 4) == 1);
+}
+
+TEST_CASE("sampling primitives: top_logits is the sorted prefix of a full sort; sample_softmax walks p in id order", "[sampler]") {
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> coarse(-20, 20);  // many exact ties
+  const int64_t n = 3000;
+  std::vector<float> x(static_cast<size_t>(n));
+  for (auto& v : x) v = 0.25f * float(coarse(rng));
+  std::vector<int32_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return x[size_t(a)] > x[size_t(b)] || (x[size_t(a)] == x[size_t(b)] && a < b); });
+  for (int64_t k : {int64_t(1), int64_t(17), int64_t(500), n}) {
+    std::vector<float> v(static_cast<size_t>(k));
+    std::vector<int32_t> ids(static_cast<size_t>(k));
+    backend::Ops<cpu>::top_logits(x.data(), n, k, v.data(), ids.data());
+    for (int64_t j = 0; j < k; ++j) {
+      REQUIRE(ids[size_t(j)] == order[size_t(j)]);
+      REQUIRE(v[size_t(j)] == x[size_t(order[size_t(j)])]);
+    }
+  }
+  // u just below / above the cumulative mass after id 7: the draw is 7, then the next id.
+  const float inv_t = 0.8f;
+  const double z = backend::Ops<cpu>::softmax_sum(x.data(), n, inv_t), m = double(*std::max_element(x.begin(), x.end())) * inv_t;
+  double P = 0;
+  for (int64_t i = 0; i <= 7; ++i) P += float(std::exp(double(x[size_t(i)]) * inv_t - m) / z);
+  REQUIRE(backend::Ops<cpu>::sample_softmax(x.data(), n, inv_t, P * (1 - 1e-9)) == 7);
+  REQUIRE(backend::Ops<cpu>::sample_softmax(x.data(), n, inv_t, P * (1 + 1e-9)) == 8);
+  REQUIRE(backend::Ops<cpu>::sample_softmax(x.data(), n, inv_t, 1.5) == int32_t(n - 1));  // u past the mass: the last id
+}
+
 #include <deepseek/nn/attention.hpp>
 
 TEST_CASE("plain multi-head attention (use_mla: false) matches transformers' LlamaAttention", "[attention][reference]") {

@@ -31,6 +31,9 @@
 //   resize_bicubic_aa, resize_linear, round_to_dtype   resampled per input size, rounded to the stored dtype
 //   all_finite(x, n)                                   the models' NaN / Inf check (a host bool)
 //   argmax(x, n)                                       greedy decoding's id (a host int; ties: the lowest index)
+//   top_logits(x, n, k, values, ids), softmax_sum,     sampling without the logits row on the host: the k largest
+//   sample_softmax(x, n, inv_t, u)                     (host arrays), top-p's denominator, one temperature draw
+//                                                      (backend/cpu/sampling.hpp states the contract)
 //   download(x, n, host), upload(host, n, x)           f32 / int32 values between B's device and host memory
 //                                                      (logits to sample, an error's first bad value; image pixels)
 #pragma once

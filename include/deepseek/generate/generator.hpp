@@ -84,8 +84,8 @@ class Generator {
     // compares with the speculative generator's wall time).
     for (int64_t i = 0; i < o_.max_new_tokens; ++i) {
       int32_t next;
-      if (o_.sampling.greedy && !ngram) {  // the id alone leaves the device (the sampler's argmax, same ties)
-        next = backend::Ops<backend_of_t<Model>>::argmax(rows.device(), c.vocab_size);
+      if (!ngram) {  // the id, or the sampler's candidates, leave the device; not the row
+        next = sampler_.sample_on<backend_of_t<Model>>(rows.device(), c.vocab_size);
       } else {
         float* logits = rows.host();
         if (ngram) ngram->apply(logits, c.vocab_size);

@@ -335,17 +335,21 @@ class Scheduler {
     }
     ++stats_steps_;
     stats_step_tokens_ += tokens;
-    float* lg = batch_logits_.host();
+    // The rows reach the host only for a request that watches its logits (on the CPU: no copy).
+    bool watched = false;
+    for (size_t i = 0; i < batch.size(); ++i) watched = watched || (seqs[i].logits && batch[i]->req.on_logits);
+    const float* lg = watched ? batch_logits_.host() : nullptr;
     for (size_t i = 0; i < batch.size(); ++i)
-      if (seqs[i].logits) emit(*batch[i], lg + i * size_t(V));
+      if (seqs[i].logits) emit(*batch[i], seqs[i].logits, lg ? lg + i * size_t(V) : nullptr);
   }
 
-  // Samples the sequence's next token from its logits and streams it.
-  void emit(Sequence& s, const float* logits) {
+  // Samples the sequence's next token from its logits (on the model's device; `host`: the same row
+  // on the host when the request watches it) and streams it.
+  void emit(Sequence& s, const float* logits, const float* host) {
     const auto& c = model_.config();
     try {
-      if (s.req.on_logits) s.req.on_logits(logits, c.vocab_size);
-      const int32_t next = s.sampler.sample(logits, c.vocab_size);
+      if (s.req.on_logits) s.req.on_logits(host, c.vocab_size);
+      const int32_t next = s.sampler.template sample_on<backend_of_t<Model>>(logits, c.vocab_size);
       s.tokens.push_back(next);
       ++s.generated;
       ++stats_generated_;

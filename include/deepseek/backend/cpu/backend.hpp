@@ -12,6 +12,7 @@
 #include "deepseek/backend/cpu/mla.hpp"
 #include "deepseek/backend/cpu/mla_attention.hpp"
 #include "deepseek/backend/cpu/rope.hpp"
+#include "deepseek/backend/cpu/sampling.hpp"
 #include "deepseek/backend/cpu/moe.hpp"
 #include "deepseek/backend/cpu/ops.hpp"
 #include "deepseek/backend/cpu/vision_ops.hpp"
@@ -35,6 +36,9 @@ struct Ops<::deepseek::cpu> {
   }
   static bool all_finite(const float* x, int64_t n) { return cpu::all_finite(x, n); }
   static int32_t argmax(const float* x, int64_t n) { return int32_t(std::max_element(x, x + n) - x); }
+  static void top_logits(const float* x, int64_t n, int64_t k, float* values, int32_t* ids) { cpu::top_logits(x, n, k, values, ids); }
+  static double softmax_sum(const float* x, int64_t n, float inv_t) { return cpu::softmax_sum(x, n, inv_t); }
+  static int32_t sample_softmax(const float* x, int64_t n, float inv_t, double u) { return cpu::sample_softmax(x, n, inv_t, u); }
   // host[0, n) = x[0, n): a copy (the CPU's device memory is host memory).
   static void download(const float* x, int64_t n, float* host) {
     if (host != x) std::copy(x, x + n, host);

@@ -8,7 +8,7 @@
 // tables) must be device tensors (io::Weights::on(Device::cuda) uploads them); a CacheView's storage
 // and block table are device memory (nn::KvCache keeps a device copy of its table); routing ids and
 // DSA selections are device arrays; embedding ids and RoPE's frequencies are host arrays (the
-// launchers carry them over). Only all_finite, argmax and download return to the host (and wait).
+// launchers carry them over). Only all_finite, argmax, the sampling passes and download return to the host (and wait).
 #pragma once
 
 #include "deepseek/backend/cuda/buffer.cuh"
@@ -19,6 +19,7 @@
 #include "deepseek/backend/cuda/mha_attention.cuh"
 #include "deepseek/backend/cuda/mla_attention.cuh"
 #include "deepseek/backend/cuda/moe.cuh"
+#include "deepseek/backend/cuda/sampling.cuh"
 #include "deepseek/backend/cuda/vision_ops.cuh"
 #include "deepseek/backend/ops.hpp"
 #include "deepseek/core/device.hpp"
@@ -34,6 +35,9 @@ struct Ops<::deepseek::cuda> {
   static void embedding(const TensorView& table, const int32_t* ids, int64_t n, float* out) { cuda::embedding(table, ids, n, out); }
   static bool all_finite(const float* x, int64_t n) { return cuda::all_finite(x, n); }
   static int32_t argmax(const float* x, int64_t n) { return cuda::argmax(x, n); }
+  static void top_logits(const float* x, int64_t n, int64_t k, float* values, int32_t* ids) { cuda::top_logits(x, n, k, values, ids); }
+  static double softmax_sum(const float* x, int64_t n, float inv_t) { return cuda::softmax_sum(x, n, inv_t); }
+  static int32_t sample_softmax(const float* x, int64_t n, float inv_t, double u) { return cuda::sample_softmax(x, n, inv_t, u); }
   static void download(const float* x, int64_t n, float* host) { cuda::download(x, size_t(n), host); }
   static void download(const int32_t* x, int64_t n, int32_t* host) { cuda::download(x, size_t(n), host); }
   static void upload(const float* host, int64_t n, float* x) { cuda::upload(host, size_t(n), x); }
