@@ -126,33 +126,34 @@ class Sampler {
     std::vector<int64_t> by_id(static_cast<size_t>(keep));
     std::iota(by_id.begin(), by_id.end(), 0);
     std::sort(by_id.begin(), by_id.end(), [&](int64_t a, int64_t b) { return ids[size_t(a)] < ids[size_t(b)]; });
-    double u = uniform();
-    int32_t last = 0;
-    for (int64_t j : by_id) {
-      const float pj = float(e[size_t(j)] / sum);
-      if (pj <= 0) continue;
-      last = ids[size_t(j)];
-      u -= pj;
-      if (u < 0) return ids[size_t(j)];
-    }
-    return last;
+    return walk(
+        uniform(), keep, [&](int64_t j) { return ids[size_t(by_id[size_t(j)])]; },
+        [&](int64_t j) { return float(e[size_t(by_id[size_t(j)])] / sum); });
   }
 
   // One draw from a probability vector.
   int32_t draw(const std::vector<float>& p) {
-    double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
-    int32_t last = 0;
-    for (size_t i = 0; i < p.size(); ++i) {
-      if (p[i] <= 0) continue;
-      last = int32_t(i);
-      u -= p[i];
-      if (u < 0) return int32_t(i);
-    }
-    return last;  // rounding left u slightly positive: the last token with mass
+    return walk(
+        uniform(), int64_t(p.size()), [](int64_t i) { return int32_t(i); }, [&](int64_t i) { return p[size_t(i)]; });
   }
   double uniform() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
 
  private:
+  // The draw: over ids ascending (id(j), mass(j) for j < count), the first at which u minus the
+  // masses so far drops below 0; rounding can leave u slightly positive: then the last id with mass.
+  template <class Id, class Mass>
+  static int32_t walk(double u, int64_t count, Id id, Mass mass) {
+    int32_t last = 0;
+    for (int64_t j = 0; j < count; ++j) {
+      const float p = mass(j);
+      if (p <= 0) continue;
+      last = id(j);
+      u -= p;
+      if (u < 0) return last;
+    }
+    return last;
+  }
+
   // Whether top-k or top-p restricts the draw (otherwise every id keeps its softmax probability).
   bool truncated(int64_t n) const { return (o_.top_k > 0 && o_.top_k < n) || o_.top_p < 1.0f; }
 

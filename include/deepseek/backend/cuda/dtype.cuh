@@ -53,24 +53,33 @@ __device__ __forceinline__ float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
-template <bool Max>
-__device__ __forceinline__ float block_reduce(float v) {
-  __shared__ float part[32];
+__device__ __forceinline__ double warp_sum(double v) {  // the sampler's softmax denominator
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ double warp_max(double v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+template <bool Max, class T>
+__device__ __forceinline__ T block_reduce(T v) {
+  __shared__ T part[32];
   const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5, warps = int(blockDim.x) >> 5;
   v = Max ? warp_max(v) : warp_sum(v);
   if (lane == 0) part[warp] = v;
   __syncthreads();
   if (warp == 0) {
-    float w = lane < warps ? part[lane] : (Max ? -__int_as_float(0x7f800000) : 0.0f);
+    T w = lane < warps ? part[lane] : (Max ? T(-INFINITY) : T(0));
     w = Max ? warp_max(w) : warp_sum(w);
     if (lane == 0) part[0] = w;
   }
   __syncthreads();
-  const float r = part[0];
+  const T r = part[0];
   __syncthreads();  // part[] is reused by the next call
   return r;
 }
 __device__ __forceinline__ float block_sum(float v) { return block_reduce<false>(v); }
 __device__ __forceinline__ float block_max(float v) { return block_reduce<true>(v); }
+__device__ __forceinline__ double block_sum(double v) { return block_reduce<false>(v); }
 
 }  // namespace deepseek::backend::cuda::dev

@@ -208,25 +208,26 @@ __device__ __forceinline__ uint32_t order_key(float f) {
 }
 
 // Inclusive prefix sum of v over the block in thread order; *total gets the block's sum. Every
-// thread calls it; part is 32 words of shared memory.
-__device__ __forceinline__ uint32_t block_inclusive_scan(uint32_t v, uint32_t* part, uint32_t* total) {
+// thread calls it; part is 32 values of shared memory. (Counts here; the sampler's double masses.)
+template <class T>
+__device__ __forceinline__ T block_inclusive_scan(T v, T* part, T* total) {
   const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5, warps = int(blockDim.x) >> 5;
   for (int o = 1; o < 32; o <<= 1) {
-    const uint32_t y = __shfl_up_sync(0xffffffffu, v, o);
+    const T y = __shfl_up_sync(0xffffffffu, v, o);
     if (lane >= o) v += y;
   }
   if (lane == 31) part[warp] = v;
   __syncthreads();
   if (warp == 0) {
-    uint32_t x = lane < warps ? part[lane] : 0u;
+    T x = lane < warps ? part[lane] : T(0);
     for (int o = 1; o < 32; o <<= 1) {
-      const uint32_t y = __shfl_up_sync(0xffffffffu, x, o);
+      const T y = __shfl_up_sync(0xffffffffu, x, o);
       if (lane >= o) x += y;
     }
     part[lane] = x;
   }
   __syncthreads();
-  const uint32_t r = v + (warp > 0 ? part[warp - 1] : 0u);
+  const T r = v + (warp > 0 ? part[warp - 1] : T(0));
   *total = part[warps - 1];
   __syncthreads();  // part is reused by the next call
   return r;

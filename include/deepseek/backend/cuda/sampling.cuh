@@ -34,52 +34,6 @@ struct SampleTraits {
   static constexpr int kThreads = 1024;  // one block per row
 };
 
-__device__ __forceinline__ double warp_sum_f64(double v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-// Every thread calls it; all get the block's sum.
-__device__ __forceinline__ double block_sum_f64(double v) {
-  __shared__ double part[32];
-  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5, warps = int(blockDim.x) >> 5;
-  v = warp_sum_f64(v);
-  if (lane == 0) part[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    double w = lane < warps ? part[lane] : 0.0;
-    w = warp_sum_f64(w);
-    if (lane == 0) part[0] = w;
-  }
-  __syncthreads();
-  const double r = part[0];
-  __syncthreads();  // part[] is reused by the next call
-  return r;
-}
-// Inclusive prefix sum over the block in thread order; *total gets the block's sum.
-__device__ __forceinline__ double block_scan_f64(double v, double* total) {
-  __shared__ double part[32];
-  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5, warps = int(blockDim.x) >> 5;
-  for (int o = 1; o < 32; o <<= 1) {
-    const double y = __shfl_up_sync(0xffffffffu, v, o);
-    if (lane >= o) v += y;
-  }
-  if (lane == 31) part[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    double x = lane < warps ? part[lane] : 0.0;
-    for (int o = 1; o < 32; o <<= 1) {
-      const double y = __shfl_up_sync(0xffffffffu, x, o);
-      if (lane >= o) x += y;
-    }
-    part[lane] = x;
-  }
-  __syncthreads();
-  const double r = v + (warp > 0 ? part[warp - 1] : 0.0);
-  *total = part[warps - 1];
-  __syncthreads();
-  return r;
-}
-
 // m (scaled maximum) and Z of the row; every thread gets both.
 __device__ __forceinline__ void softmax_stats(const float* x, int64_t n, float inv_t, double& m, double& z) {
   float mx = -INFINITY;
@@ -87,7 +41,7 @@ __device__ __forceinline__ void softmax_stats(const float* x, int64_t n, float i
   m = double(dev::block_max(mx)) * inv_t;
   double s = 0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += exp(double(x[i]) * inv_t - m);
-  z = block_sum_f64(s);
+  z = dev::block_sum(s);
 }
 
 static __global__ void softmax_sum_row(const float* x, int64_t n, float inv_t, double* out) {
@@ -104,12 +58,13 @@ static __global__ void sample_softmax_row(const float* x, int64_t n, float inv_t
   __shared__ int32_t last;
   if (threadIdx.x == 0) found = kNone, last = 0;
   __syncthreads();
-  double carry = 0;  // P of the ids before this chunk
+  __shared__ double part[32];  // block_inclusive_scan's (indexer.cuh)
+  double carry = 0;             // P of the ids before this chunk
   for (int64_t c0 = 0; c0 < n; c0 += blockDim.x) {
     const int64_t i = c0 + threadIdx.x;
     const float p = i < n ? float(exp(double(x[i]) * inv_t - m) / z) : 0.0f;
     double chunk;
-    const double P = carry + block_scan_f64(p > 0 ? double(p) : 0.0, &chunk);
+    const double P = carry + block_inclusive_scan(p > 0 ? double(p) : 0.0, part, &chunk);
     // The lowest id of the chunk that hits wins (ids ascending); ids without mass never hit, as on the CPU.
     if (p > 0) {
       atomicMax(&last, int32_t(i));
