@@ -3,6 +3,8 @@
 //   BM_CublasBf16Gemm    cuBLAS bf16 GEMM, f32 accumulation, 8192^3 (the tensor-core limit)
 //   BM_Linear            Ops<cuda>::linear over bf16 / FP8 weights at DeepSeek shapes, 1-32 tokens:
 //                        weight bytes per second (decode GEMV streams each weight once)
+//   BM_Fp8PrefillGemm    Ops<cuda>::linear, FP8 weights with bf16 activations at 64-4096 tokens (the
+//                        tensor-core prefill GEMM): FLOP per second
 //   BM_MlaDecode         Ops<cuda>::mla_latent_attention, V3 shapes (128 heads, 512 + 64), one decoded
 //                        token at 4K-64K context, bf16 and FP8 cache rows: cache bytes per second
 //   BM_MoeExperts        Ops<cuda>::moe_experts at V3 shapes (256 FP8 experts, top-8, 7168 -> 2048):
@@ -155,6 +157,28 @@ BENCHMARK(BM_Linear)
     ->Args({18432, 7168, 2, 32})
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond)
+    ->MinTime(0.3);
+
+// args: rows, cols, tokens. Prefill with FP8 weights and bf16 activations (fp8_gemm.cuh's tensor-core
+// GEMM, e4m3 x bf16(x * s) per 128 x 128 block): FLOP per second against BM_CublasBf16Gemm's.
+void BM_Fp8PrefillGemm(benchmark::State& state) {
+  if (skip_without_gpu(state)) return;
+  const int64_t rows = state.range(0), cols = state.range(1), n = state.range(2);
+  DeviceMatrix W(rows, cols, DType::f8_e4m3, 5);
+  W.m.activations = ActivationDType::bf16;
+  dc::Buffer x = random_buffer(size_t(n * cols), 6), y(size_t(n * rows));
+  run_timed(state, [&] { Ops::linear(W.m, x.data(), n, y.data()); });
+  state.counters["FLOP_per_second"] = benchmark::Counter(2.0 * double(rows) * double(cols) * double(n),
+                                                         benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_Fp8PrefillGemm)
+    ->ArgNames({"rows", "cols", "n"})
+    ->Args({18432, 7168, 64})    // V3's dense MLP up
+    ->Args({18432, 7168, 512})
+    ->Args({18432, 7168, 4096})
+    ->Args({7168, 18432, 4096})  // its down projection
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond)
     ->MinTime(0.3);
 
 // args: context, cache dtype (0 bf16, 1 FP8), decoded tokens n

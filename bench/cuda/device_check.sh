@@ -3,7 +3,8 @@
 # the header-only dependencies carried in .deps/ (bench/cuda/prepare_deps.sh, run on the Debian
 # machine), build the CUDA tests, deepseek-cli and the CUDA benchmarks, run them, and write every
 # result under $OUT (the device tool's result folder; default ./device-results):
-#   build.log, test_cuda.txt, test_models_cuda.txt, cli_generate.txt, bench_cuda.json / .txt, summary.txt
+#   build.log, test_cuda.txt, test_models_cuda.txt, cli_generate.txt (generate and chat with --backend cuda
+#   against the CPU), bench_cuda.json / .txt, summary.txt
 # Usage (from the repository root): bench/cuda/device_check.sh [--no-bench]
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -62,6 +63,9 @@ cli_generate() {
   done
   "$build/examples/cli/deepseek-cli" generate --model "$root/examples/models/deepseek-v3-demo" --prompt "Once upon a time" \
     --max-new 64 --greedy --backend cuda --stats || rc=1
+  # chat on the device: a two-turn greedy conversation must equal --backend cpu's answers
+  (cd "$out" && cmake -DCLI="$build/examples/cli/deepseek-cli" -DMODEL="$root/examples/models/deepseek-v3-demo" -DBACKEND=cuda \
+    -P "$root/tests/cli/check_chat_backend.cmake") || rc=1
   return $rc
 }
 step cli_generate cli_generate > "$out/cli_generate.txt" 2>&1 || failed=1

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 
 // The nn blocks whose primitives are all in Ops<cuda> instantiate for the CUDA tag.
@@ -202,6 +203,53 @@ TEST_CASE("cuda linear layers equal the double-sum reference (f32, bf16, FP8; ge
           }
         CHECK(max_rel(download(dyt.data(), tref.size()), tref) < 2e-5);
       }
+}
+
+// Prefill with FP8 weights and bf16 activations: the tensor-core GEMM (fp8_gemm.cuh) where the block
+// shape lets a 64-row tile see one scale (128 x 128, 64 x 96), the GEMV where it does not (48 x 48);
+// row ranges that start inside a tile (r0 = 17) and token counts that end inside one (33, 200).
+TEST_CASE("cuda FP8 prefill with bf16 activations equals e4m3 x bf16(x * s) (tensor cores and GEMV)", "[cuda]") {
+  if (!have_gpu()) return;
+  const int64_t rows = 301, cols = 259;
+  struct Shape {
+    int br, bc;
+  };
+  for (Shape b : {Shape{128, 128}, Shape{64, 96}, Shape{48, 48}})
+    for (int64_t n : {33, 200}) {
+      const int64_t sr = (rows + b.br - 1) / b.br, sc = (cols + b.bc - 1) / b.bc;
+      const auto wf = random_vector(size_t(rows * cols), 16, -1.0f, 1.0f);
+      deepseek::Tensor w = deepseek::Tensor::empty(DType::f8_e4m3, {rows, cols});
+      deepseek::Tensor s = deepseek::Tensor::empty(DType::f32, {sr, sc});
+      for (int64_t i = 0; i < sr * sc; ++i) s.data_as<float>()[i] = std::ldexp(1.0f, int(i % 7) - 10);
+      for (int64_t i = 0; i < rows * cols; ++i) w.data_as<uint8_t>()[i] = deepseek::f32_to_f8_e4m3(wf[i] * 300.0f);
+      deepseek::BlockQuantMatrix hw;
+      hw.weight = w;
+      hw.scale_inv = s;
+      hw.block_rows = b.br;
+      hw.block_cols = b.bc;
+      hw.activations = deepseek::ActivationDType::bf16;
+      deepseek::BlockQuantMatrix W = hw;
+      W.weight = dc::to_device(w);
+      W.scale_inv = dc::to_device(s);
+      const auto x = random_vector(size_t(n * cols), 17);
+      auto dx = upload(x);
+      for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, rows}, std::pair<int64_t, int64_t>{17, 290}}) {
+        const int64_t m = r1 - r0;
+        dc::Buffer dy(size_t(n * m));
+        Ops::linear_rows(W, r0, r1, dx.data(), n, dy.data());
+        std::vector<float> ref(size_t(n * m));
+        for (int64_t t = 0; t < n; ++t)
+          for (int64_t r = r0; r < r1; ++r) {
+            double acc = 0;
+            for (int64_t c = 0; c < cols; ++c)
+              acc += double(deepseek::f8_e4m3_to_f32(w.data_as<uint8_t>()[r * cols + c])) *
+                     deepseek::round_to_bf16(x[t * cols + c] * hw.scale(r, c));
+            ref[t * m + (r - r0)] = float(acc);
+          }
+        INFO("blocks " << b.br << " x " << b.bc << ", n " << n << ", rows [" << r0 << ", " << r1 << ")");
+        CHECK(max_rel(download(dy.data(), ref.size()), ref) < 2e-5);
+      }
+    }
 }
 
 TEST_CASE("cuda embedding, vector_f32 and all_finite", "[cuda]") {

@@ -11,14 +11,17 @@
 //          tensor-core GEMM (cublasGemmEx, bf16 inputs, f32 accumulation and output). A bf16 x bf16
 //          product is exact in f32, so this is the CPU's bf16-activation rule (bf16(x) times W,
 //          f32 sums) up to summation order, at tensor-core speed.
+//   fp8    n > kGemvMaxTokens, FP8 weights with bf16 activations on sm80+: fp8_gemm.cuh's tensor-core
+//          GEMM, e4m3(W) * bf16(x * s) per 128 x 128 block as the GEMV, f32 accumulation (block
+//          shapes whose tiles would straddle two scales, e.g. 48 x 48, stay on the GEMV).
 //   sgemm  n > kGemvMaxTokens otherwise: the rows are dequantized (exactly) to f32 in slabs of at
 //          most kSlabFloats into stream-ordered scratch and multiplied by cuBLAS SGEMM in pedantic
-//          mode (no TF32): the same f32 products as the CPU's Eigen path.
-// Not here yet: an FP8 block-scaled GEMM for prefill (the CPU's FP8 rules scale per 128 x 128 block,
-// which one cuBLAS call does not express; FP8 weights with f32 activations take the sgemm path).
+//          mode (no TF32): the same f32 products as the CPU's Eigen path (FP8 weights with f32
+//          activations included: their exact rule is e4m3 x scale in f32, which no tensor core forms).
 #pragma once
 
 #include "deepseek/backend/cuda/elementwise.cuh"
+#include "deepseek/backend/cuda/fp8_gemm.cuh"
 #include "deepseek/core/block_quant.hpp"
 
 #include <algorithm>
@@ -136,6 +139,15 @@ inline void linear_rows(const BlockQuantMatrix& W, int64_t r0, int64_t r1, const
   if (rows <= 0 || n <= 0) return;
   const kernels::WeightArgs a = detail::weight_args(W, "linear");
   const bool round = W.activations == ActivationDType::bf16, fp8 = W.dtype() == DType::f8_e4m3;
+  if (round && fp8 && n > kernels::kGemvMaxTokens && kernels::fp8_gemm_tiles_fit(a.block_rows, a.block_cols) &&
+      device_has_bf16_mma()) {
+    using Tile = kernels::Fp8GemmTile;
+    const int64_t first = (r0 / Tile::BM) * Tile::BM;
+    const dim3 grid(unsigned((r1 - first + Tile::BM - 1) / Tile::BM), unsigned((n + Tile::BN - 1) / Tile::BN));
+    DEEPSEEK_LAUNCH(fp8_gemm_bf16x<Tile>, grid, Tile::Threads, static_cast<const uint8_t*>(a.w), a.scale, a.cols,
+                    a.scale_cols, a.block_rows, a.block_cols, r0, r1, x, ldx, n, y, ldy);
+    return;
+  }
   if (n <= kernels::kGemvMaxTokens || (round && fp8)) {
     constexpr int kWarps = 8;
     const unsigned grid = unsigned((rows + kWarps - 1) / kWarps);
