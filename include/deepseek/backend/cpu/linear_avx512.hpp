@@ -54,8 +54,9 @@ namespace deepseek::backend::cpu {
 namespace detail {
 // Decode over long rows: bytes each row stream prefetches ahead of itself (see dot_block; the
 // AVX2 kernels in linear.hpp use it too). Rows whose block of R is at most kDecodeNextBlock bytes
-// prefetch the next block instead.
-inline constexpr int64_t kDecodePrefetch = 2048, kDecodeNextBlock = 16384;
+// prefetch the next block instead, except short bf16 rows, which rows_block takes one at a time
+// as a single stream that prefetches kDecodePrefetchOneStream bytes ahead.
+inline constexpr int64_t kDecodePrefetch = 2048, kDecodeNextBlock = 16384, kDecodePrefetchOneStream = 4096;
 
 // parallel_for's max_chunks for a GEMV over W's rows [r0, r1) (it keeps at least 4 chunks per
 // thread and at most one per row unit). For one token, one per ~256 KB of weights: the threads
@@ -330,11 +331,16 @@ DEEPSEEK_TARGET_AVX512 inline void dot_block(const W* const* rows, const void* x
     // 1K context, f32 activations, 19.6 -> 23.6 tok/s (medians of 6 interleaved bursts). With
     // bf16 inputs short rows come out within this machine's noise either way (lm_head 46.5 ->
     // 42.8 GB/s, FP8 experts 23.8 -> 22.2, the model 22.3 -> 24.0 tok/s), so one rule serves all.
+    // One bf16 row (rows_block's choice for rows of at most kDecodeNextBlock / 2 bytes) is one
+    // stream through contiguous rows: it prefetches kDecodePrefetchOneStream bytes ahead, into the
+    // next row at its end.
     const int64_t row_bytes = cols * int64_t(sizeof(W));
-    if (R * row_bytes > kDecodeNextBlock) {
+    const bool one_stream = R == 1 && sizeof(W) == 2;
+    if (one_stream || R * row_bytes > kDecodeNextBlock) {
+      const int64_t ahead = one_stream ? kDecodePrefetchOneStream : kDecodePrefetch;
       for (int64_t s = 0; s < full; ++s) {
         if (sizeof(W) == 2 || (s & 1) == 0) {  // one line per row every 64 bytes
-          const int64_t off = s * 32 * int64_t(sizeof(W)) + kDecodePrefetch;
+          const int64_t off = s * 32 * int64_t(sizeof(W)) + ahead;
 #pragma GCC unroll 8
           for (int i = 0; i < R; ++i) {
             const char* p = reinterpret_cast<const char*>(rows[i]);
@@ -375,10 +381,19 @@ DEEPSEEK_TARGET_AVX512 inline void rows_block(const W* base, int64_t cols, int64
   // accumulators, the R widened weight vectors (two each for f32) and the input fit 32 registers.
   // Decode (N = 1) streams from memory and wants few rows side by side (measured on the
   // V2-Lite-shaped benchmark: bf16 8 rows 21 GB/s, 2 rows 37 GB/s; FP8 8 rows 22 GB/s, 4 rows 25).
+  // Short bf16 rows (at most 8 KB: V2-Lite's 2048-wide projections, experts and lm_head) go one
+  // at a time, so that each core reads one contiguous stream: two rows side by side are two
+  // 4 KB streams that the hardware prefetcher restarts at every row. Measured on the V2-Lite-shaped
+  // 4-layer bf16 checkpoint, mapped from its file, 2 threads, 1K context, decode against a plain
+  // 2-thread read of the same bytes per token interleaved in one process: f32 activations 0.81 ->
+  // 0.94 of the read, bf16 activations 0.84 -> 0.93; 2048-wide rows alone (2 GB, past the L3)
+  // 0.88 -> 1.05. Rows over 8 KB (V3's 7168 and 18432) keep two rows: one was no faster there
+  // (1.11 vs 1.12 at 7168, 1.24 vs 1.11 at 18432), nor is it for FP8, which widening bounds.
   constexpr bool wide = !BF16;  // f32 products: two widened vectors per row
   constexpr int R = wide ? (N <= 1 ? 2 : N <= 2 ? 6 : N <= 4 ? 4 : 2) : (N <= 1 ? 2 : N <= 2 ? 8 : N <= 4 ? 6 : 4);
+  const bool one_stream = N == 1 && sizeof(W) == 2 && R * cols * int64_t(sizeof(W)) <= kDecodeNextBlock;
   int64_t r = ra;
-  for (; r + R <= rb; r += R) {
+  for (; !one_stream && r + R <= rb; r += R) {
     const W* rows[R];
     for (int i = 0; i < R; ++i) rows[i] = base + r * cols + i * cols;
     float out[R][N];
