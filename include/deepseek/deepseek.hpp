@@ -1,5 +1,6 @@
 // deepseek.hpp: the building blocks of DeepSeek's models, header-only.
-// This umbrella includes everything CPU-side; <deepseek/cuda.hpp> adds the CUDA backend.
+// This umbrella includes everything CPU-side; <deepseek/cuda.hpp> adds the CUDA backend
+// (DeepSeek-V4, models/deepseek_v4.hpp, runs on the CPU backend only so far).
 // <deepseek/vision/pdf.hpp> (PDF pages via poppler-cpp, an optional dependency) is not included.
 // The vision headers need stb_image on the include path, and decode JPEG with libjpeg-turbo when
 // DEEPSEEK_HAVE_LIBJPEG=1 (deepseek::deepseek sets it and links libjpeg where CMake found it).
@@ -28,6 +29,7 @@
 #include "deepseek/nn/rope.hpp"
 #include "deepseek/models/deepseek_ocr.hpp"
 #include "deepseek/models/deepseek_v3.hpp"
+#include "deepseek/models/deepseek_v4.hpp"
 #include "deepseek/models/model_info.hpp"
 #include "deepseek/models/mtp_head.hpp"
 #include "deepseek/generate/generator.hpp"

@@ -29,6 +29,9 @@
 //   layernorm, add_bias, gelu_erf, quick_gelu,         the vision encoder (nn/sam_vit.hpp, clip_vision.hpp, conv2d.hpp)
 //   im2col_hwc, patchify_chw, vit_attention,           and DeepSeek-OCR's row layout (copy2d, repeat_row); the tables
 //   resize_bicubic_aa, resize_linear, round_to_dtype   resampled per input size, rounded to the stored dtype
+//   hc_mix, hc_head_mix, hc_collapse, hc_expand,      DeepSeek-V4 (backend/cpu/v4_ops.hpp; CPU only so far): mHC
+//   v4_compress, v4_attention, v4_indexer_select,      weights and stream mixing, the compressor, sink attention over
+//   v4_route, v4_moe_experts                           window + compressed keys, the indexer, routing, clamped SwiGLU
 //   all_finite(x, n)                                   the models' NaN / Inf check (a host bool)
 //   argmax(x, n)                                       greedy decoding's id (a host int; ties: the lowest index)
 //   top_logits(x, n, k, values, ids), softmax_sum,     sampling without the logits row on the host: the k largest

@@ -1,6 +1,8 @@
 // HF config.json -> a typed ModelConfig for the DeepSeek text models: V2, V2-Lite, V3, R1, V3.1,
 // V3.2 (index_*) and the DeepSeek-OCR language model (model_type deepseek_vl_v2, read from its
-// "language_config").
+// "language_config"). DeepSeek-V4 (model_type deepseek_v4) reads only the fields it shares with
+// them here (sizes, RoPE, eps, ids; head_dim as plain attention); its own fields and their
+// checks are io/v4_config.hpp's.
 //
 // Both spellings of RoPE are accepted: the released one (`rope_scaling: {type, factor, ...}` with
 // `rope_theta` at the top level) and the transformers-5 one (`rope_parameters: {rope_type,
@@ -245,6 +247,7 @@ inline ModelConfig parse_config(const Json& root, const std::string& file = "con
     if (c.architecture == "DeepseekV3ForCausalLM") c.model_type = "deepseek_v3";
     else if (c.architecture == "DeepseekV32ForCausalLM") c.model_type = "deepseek_v32";
     else if (c.architecture == "DeepseekV2ForCausalLM") c.model_type = "deepseek_v2";
+    else if (c.architecture == "DeepseekV4ForCausalLM") c.model_type = "deepseek_v4";
     else throw Error("required field is missing (and architectures does not name a DeepSeek model)", at_field("model_type", file));
   }
 
@@ -256,19 +259,22 @@ inline ModelConfig parse_config(const Json& root, const std::string& file = "con
       throw Error("deepseek_vl_v2 config needs a language_config object", at_field("language_config", file));
     jp = &root.at("language_config");
     prefix = "language_config.";
-  } else if (c.model_type != "deepseek_v2" && c.model_type != "deepseek_v3" && c.model_type != "deepseek_v32") {
-    throw Error("unsupported model_type \"" + excerpt(c.model_type) + "\" (supported: deepseek_v2, deepseek_v3, deepseek_v32, deepseek_vl_v2)",
+  } else if (c.model_type != "deepseek_v2" && c.model_type != "deepseek_v3" && c.model_type != "deepseek_v32" &&
+             c.model_type != "deepseek_v4") {
+    throw Error("unsupported model_type \"" + excerpt(c.model_type) +
+                    "\" (supported: deepseek_v2, deepseek_v3, deepseek_v32, deepseek_v4, deepseek_vl_v2)",
                 at_field("model_type", file));
   }
   const Json& j = *jp;
   detail::ConfigReader r(j, file, prefix);
   const bool v2_like = c.model_type == "deepseek_v2" || c.model_type == "deepseek_vl_v2";
+  const bool v4 = c.model_type == "deepseek_v4";
 
   c.vocab_size = r.required_integer("vocab_size", 1, kMaxVocab);
   c.hidden_size = r.required_integer("hidden_size");
   c.num_hidden_layers = static_cast<int>(r.required_integer("num_hidden_layers", 1, kMaxLayers));
   c.num_attention_heads = static_cast<int>(r.required_integer("num_attention_heads", 1, 100000));
-  c.num_key_value_heads = static_cast<int>(r.integer("num_key_value_heads", c.num_attention_heads, 1, 100000));
+  c.num_key_value_heads = static_cast<int>(r.integer("num_key_value_heads", v4 ? 1 : c.num_attention_heads, 1, 100000));
   c.intermediate_size = r.integer("intermediate_size", v2_like ? 11008 : 18432, 1);
   c.moe_intermediate_size = r.integer("moe_intermediate_size", v2_like ? 1407 : 2048, 1);
 
@@ -286,7 +292,7 @@ inline ModelConfig parse_config(const Json& root, const std::string& file = "con
 
   c.use_mla = r.boolean("use_mla", true);
   // null (V2-Lite) means no q compression; absent means the config class default.
-  c.q_lora_rank = j.contains("q_lora_rank") ? r.integer("q_lora_rank", 0, 0) : 1536;
+  c.q_lora_rank = j.contains("q_lora_rank") ? r.integer("q_lora_rank", 0, 0) : (v4 ? 1024 : 1536);
   c.kv_lora_rank = r.integer("kv_lora_rank", 512, 0);
   c.qk_nope_head_dim = r.integer("qk_nope_head_dim", 128, 0);
   c.qk_rope_head_dim = r.integer("qk_rope_head_dim", 64, 0);
@@ -345,7 +351,10 @@ inline ModelConfig parse_config(const Json& root, const std::string& file = "con
   c.index_topk = r.integer("index_topk", c.model_type == "deepseek_v32" ? 2048 : 0, 0, kMaxPositions);
 
   // The OCR decoder is plain multi-head attention: use_mla false, head_dim = hidden / heads.
-  if (!c.use_mla) {
+  if (v4) {  // one shared K = V head of head_dim (nn/v4_attention.hpp), no latent
+    c.use_mla = false;
+    c.head_dim = r.integer("head_dim", 512, 1);
+  } else if (!c.use_mla) {
     c.head_dim = r.integer("head_dim", c.hidden_size / c.num_attention_heads, 1);
     c.q_lora_rank = 0;
   }
@@ -391,7 +400,7 @@ inline ModelConfig parse_config(const Json& root, const std::string& file = "con
                       std::to_string(c.num_key_value_heads) + ")",
                   r.where("num_key_value_heads"));
   }
-  if (c.has_moe()) {
+  if (c.has_moe() && !v4) {  // V4's router: io/v4_config.hpp
     if (c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.n_routed_experts)
       throw Error("num_experts_per_tok must be in [1, n_routed_experts]", r.where("num_experts_per_tok"));
     if (c.n_routed_experts % c.n_group)

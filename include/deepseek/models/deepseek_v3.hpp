@@ -74,6 +74,8 @@ class DeepSeekV3 {
   explicit DeepSeekV3(std::shared_ptr<const io::Checkpoint> ckpt, const LoadOptions& opts = {})
       : ckpt_(std::move(ckpt)), c_(ckpt_->config()), opts_(opts) {
     if (!ckpt_->has_weights()) throw Error("checkpoint has no weights (config-only directory)", in_file(ckpt_->dir()));
+    if (c_.model_type == "deepseek_v4")
+      throw Error("a DeepSeek-V4 checkpoint: load it with models::DeepSeekV4 (models/deepseek_v4.hpp)", in_file(ckpt_->dir()));
     // On a GPU backend every tensor is uploaded once, in its checkpoint dtype (io/weights.hpp).
     const io::Weights root = io::Weights(ckpt_).on(B::device).with_activations(opts.activations);
     io::Weights model = root.sub("model");

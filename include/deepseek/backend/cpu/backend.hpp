@@ -15,6 +15,7 @@
 #include "deepseek/backend/cpu/sampling.hpp"
 #include "deepseek/backend/cpu/moe.hpp"
 #include "deepseek/backend/cpu/ops.hpp"
+#include "deepseek/backend/cpu/v4_ops.hpp"
 #include "deepseek/backend/cpu/vision_ops.hpp"
 #include "deepseek/core/device.hpp"
 
@@ -134,6 +135,43 @@ struct Ops<::deepseek::cpu> {
   static void indexer_select(const float* q, const float* w, int64_t n, int64_t p0, int64_t H, int64_t D, float scale,
                              const CacheView& cache, int64_t col, int64_t topk, int32_t* idx, int32_t* count) {
     cpu::indexer_select(q, w, n, p0, H, D, scale, cache, col, topk, idx, count);
+  }
+
+  // DeepSeek-V4 (backend/cpu/v4_ops.hpp states each contract; nn/mhc.hpp, v4_compressor.hpp,
+  // v4_attention.hpp, v4_moe.hpp the math). No CUDA twins yet: nothing in Ops<cuda> names V4.
+  static void hc_mix(const float* mix, int64_t n, int64_t hc, const float* scale, const float* base, int iters, float eps,
+                     float* pre, float* post, float* comb) {
+    cpu::hc_mix(mix, n, hc, scale, base, iters, eps, pre, post, comb);
+  }
+  static void hc_head_mix(const float* mix, int64_t n, int64_t hc, const float* scale, const float* base, float eps, float* pre) {
+    cpu::hc_head_mix(mix, n, hc, scale, base, eps, pre);
+  }
+  static void hc_collapse(const float* pre, const float* X, int64_t n, int64_t hc, int64_t d, float* y) {
+    cpu::hc_collapse(pre, X, n, hc, d, y);
+  }
+  static void hc_expand(const float* post, const float* comb, const float* f, int64_t n, int64_t hc, int64_t d, float* X) {
+    cpu::hc_expand(post, comb, f, n, hc, d, X);
+  }
+  static void v4_compress(const float* a, const float* z, int64_t ld, int64_t w0, int64_t nb, int64_t m, int64_t Dc, bool overlap,
+                          const float* norm_w, float eps, const RopeParams& rope, float* out) {
+    cpu::v4_compress(a, z, ld, w0, nb, m, Dc, overlap, norm_w, eps, rope, out);
+  }
+  static void v4_attention(const float* q, int64_t n, int64_t p0, int64_t H, int64_t D, float scale, const float* keys,
+                           int64_t kpos0, int64_t nk, int64_t W, const float* comp, int64_t m, const int32_t* sel_idx,
+                           const int32_t* sel_count, int64_t sel_k, const float* sinks, float* o) {
+    cpu::v4_attention(q, n, p0, H, D, scale, keys, kpos0, nk, W, comp, m, sel_idx, sel_count, sel_k, sinks, o);
+  }
+  static void v4_indexer_select(const float* q, const float* wt, int64_t n, int64_t p0, int64_t nI, int64_t c, float scale,
+                                const float* keys, int64_t m, int64_t topk, int32_t* idx, int32_t* count) {
+    cpu::v4_indexer_select(q, wt, n, p0, nI, c, scale, keys, m, topk, idx, count);
+  }
+  static void v4_route(const float* logits, int64_t n, int E, int K, bool sigmoid, const float* bias, const int64_t* tid2eid,
+                       const int32_t* ids, float routed_scaling_factor, int* idx, float* weight) {
+    cpu::v4_route(logits, n, E, K, sigmoid, bias, tid2eid, ids, routed_scaling_factor, idx, weight);
+  }
+  static void v4_moe_experts(const ExpertFfn* experts, int E, const ExpertFfn& shared, const float* x, int64_t n, int64_t d,
+                             const int* idx, const float* weight, int K, float limit, float* y) {
+    cpu::v4_moe_experts(experts, E, shared, x, n, d, idx, weight, K, limit, y);
   }
 
   // Plain multi-head attention over a K/V cache (backend/cpu/mha_attention.hpp).
