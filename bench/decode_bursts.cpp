@@ -12,6 +12,12 @@
 // not change what decode costs). Prints one JSON line per prefill, then answers commands on stdin:
 //   f32 K | bf16 K   roll that model's cache back to the prompt and decode K tokens greedily from the
 //                    prompt's last logits; prints {"mode", "decode_tok_s", "ids"}
+//   read K           the speed of light of K - 1 decode steps: each thread reads its share of every
+//                    weight one step reads (attention, dense MLP or shared experts, num_experts_per_tok
+//                    routed experts chosen afresh per step, lm_head) from the same mapping, a plain
+//                    sequential sum, no products; prints {"mode": "read", "decode_tok_s", "GB_s",
+//                    "bytes_per_token"}: decode_tok_s is the rate a model streaming its weights at
+//                    this bandwidth would reach, the limit each side's rate is a share of
 //   quit
 #include <deepseek/core/checked.hpp>
 #include <deepseek/core/file.hpp>
@@ -19,11 +25,17 @@
 #include <deepseek/deepseek.hpp>
 
 #include <chrono>
+#include <cstring>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 #include <cstdio>
 #include <iostream>
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 using namespace deepseek;
@@ -47,6 +59,65 @@ std::vector<int32_t> read_ids(const std::string& path) {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The weights one decode step reads (bench_model.cpp's decode_bytes counts the same), with the
+// routed experts of step `step`: num_experts_per_tok of them, spread over the layer's experts.
+std::vector<std::pair<const uint8_t*, size_t>> step_weights(const io::Checkpoint& ck, int64_t step) {
+  const auto& c = ck.config();
+  std::vector<std::pair<const uint8_t*, size_t>> parts;
+  auto add = [&](const std::string& name) {
+    for (const char* suffix : {".weight", ".weight_scale_inv"})
+      if (ck.find(name + suffix)) {
+        const TensorView v = ck.view(name + suffix);
+        parts.push_back({static_cast<const uint8_t*>(v.data()), size_t(v.numel()) * dtype_size(v.dtype())});
+      }
+  };
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    for (const char* n : {"self_attn.q_proj", "self_attn.q_a_proj", "self_attn.q_b_proj", "self_attn.kv_a_proj_with_mqa",
+                          "self_attn.kv_b_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
+                          "mlp.gate", "mlp.shared_experts.gate_proj", "mlp.shared_experts.up_proj",
+                          "mlp.shared_experts.down_proj"})
+      add(p + n);
+    if (c.is_moe_layer(l))
+      for (int k = 0; k < c.num_experts_per_tok; ++k) {
+        const int64_t e = (int64_t(k) * 7 + step * 13 + l) % c.n_routed_experts;
+        for (const char* n : {"gate_proj", "up_proj", "down_proj"}) add(p + "mlp.experts." + std::to_string(e) + "." + n);
+      }
+  }
+  add("lm_head");
+  return parts;
+}
+
+// Thread t of T XORs its share [t/T, (t+1)/T) of every part into four 256-bit chains, 128 bytes
+// per step (a plain stream: no products, nothing the prefetcher has to guess); returns the result
+// so that the reads cannot be dropped.
+uint64_t read_share(const std::vector<std::pair<const uint8_t*, size_t>>& parts, int t, int T) {
+  uint64_t out = 0;
+  for (const auto& [p, bytes] : parts) {
+    const size_t steps = bytes / 128, b = steps * size_t(t) / size_t(T), e = steps * size_t(t + 1) / size_t(T);
+#if defined(__AVX2__)
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = b; i < e; ++i) {
+      const auto* q = reinterpret_cast<const __m256i*>(p + i * 128);
+      a0 = _mm256_xor_si256(a0, _mm256_loadu_si256(q));
+      a1 = _mm256_xor_si256(a1, _mm256_loadu_si256(q + 1));
+      a2 = _mm256_xor_si256(a2, _mm256_loadu_si256(q + 2));
+      a3 = _mm256_xor_si256(a3, _mm256_loadu_si256(q + 3));
+    }
+    const __m256i a = _mm256_xor_si256(_mm256_xor_si256(a0, a1), _mm256_xor_si256(a2, a3));
+    out ^= uint64_t(_mm256_extract_epi64(a, 0)) ^ uint64_t(_mm256_extract_epi64(a, 3));
+#else
+    uint64_t v[16], acc[16] = {};
+    for (size_t i = b; i < e; ++i) {
+      std::memcpy(v, p + i * 128, sizeof v);
+      for (int j = 0; j < 16; ++j) acc[j] ^= v[j];
+    }
+    for (uint64_t x : acc) out ^= x;
+#endif
+  }
+  return out;
 }
 
 struct Side {
@@ -108,7 +179,29 @@ int main(int argc, char** argv) try {
     long long k = 0;
     in >> mode >> k;
     if (mode == "quit") break;
-    if ((mode != "f32" && mode != "bf16") || k < 1 || k > 4096) throw Error("bad command: " + line);
+    if ((mode != "f32" && mode != "bf16" && mode != "read") || k < 1 || k > 4096) throw Error("bad command: " + line);
+    if (mode == "read") {
+      std::vector<std::vector<std::pair<const uint8_t*, size_t>>> steps;
+      for (long long i = 1; i < k; ++i) steps.push_back(step_weights(*ckpt, i));
+      const int T = num_threads();
+      double bytes = 0;
+      for (const auto& [p, b] : steps.empty() ? decltype(steps)::value_type{} : steps[0]) bytes += double(b);
+      std::vector<uint64_t> sums(size_t(T), 0);
+      const auto t0 = std::chrono::steady_clock::now();
+      for (const auto& parts : steps) {
+        std::vector<std::thread> threads;
+        for (int t = 1; t < T; ++t) threads.emplace_back([&, t] { sums[size_t(t)] ^= read_share(parts, t, T); });
+        sums[0] ^= read_share(parts, 0, T);
+        for (auto& th : threads) th.join();
+      }
+      const double sec = seconds_since(t0);
+      uint64_t all = 0;
+      for (uint64_t v : sums) all ^= v;
+      std::printf("{\"mode\":\"read\",\"decode_tok_s\":%.4f,\"GB_s\":%.3f,\"bytes_per_token\":%.0f,\"check\":%llu}\n",
+                  double(k - 1) / sec, bytes * double(k - 1) / sec / 1e9, bytes, (unsigned long long)(all & 0xff));
+      std::fflush(stdout);
+      continue;
+    }
     Side& s = side[mode == "f32" ? 0 : 1];
     s.cache.resize(T);
     std::vector<int32_t> out{s.first};

@@ -10,7 +10,14 @@ the one in assets/ has 129,280 ids), 4 layers, bf16. Prepare it once:
   python3 llama.cpp/convert_hf_to_gguf.py /tmp/v2l --outtype bf16 --outfile /tmp/v2l.gguf
 
 (llama.cpp's sources come with `pip download llama-cpp-python --no-binary :all:`; `pip install
-llama-cpp-python` builds the library this script calls). Then
+llama-cpp-python` builds the library this script calls). Both files are read through the page
+cache; pages that the writer or the converter left there may sit in small folios, which costs the
+reading side TLB misses (llama.cpp measured 14.8 -> 17.3 tok/s at 1K once both files were reread),
+so start each side from pages that readahead brought in:
+
+  sync; echo 1 > /proc/sys/vm/drop_caches; cat /tmp/v2l/model.safetensors /tmp/v2l.gguf > /dev/null
+
+Then
 
   python3 bench/decode_vs_llama_cpp.py --build build --model /tmp/v2l --gguf /tmp/v2l.gguf \\
       --contexts 1024,8192,32768 --threads 2 [--transformers 8192]
@@ -21,6 +28,11 @@ bandwidth drifts by tens of percent within minutes, so decode is measured in --r
 --burst tokens, the sides taking turns within each round (the order rotating from round to round),
 every side rolling its cache back to the prompt before each burst; the table gives each side's
 median and best round. Sides:
+  read     decode_bursts' `read`: the same threads reading, as a plain stream, the bytes one decode
+           step reads (the routed experts changing every step), from the same mapping; its rate
+           is what a model streaming weights at that bandwidth would decode, and every side is
+           also reported as a share of it, round by round (this machine's yardstick for the
+           memory limit, measured in the same rounds)
   ours     build/bench/decode_bursts: models::DeepSeekV3 with exact f32 activations (the default)
            and with bf16 activations, default bf16 cache; at contexts above --both-prefill-max
            only the bf16 model prefills and the f32 one decodes from a copy of that cache
@@ -58,7 +70,7 @@ class Ours:
         self.p.stdin.write("%s %d\n" % (mode, k))
         self.p.stdin.flush()
         j = json.loads(self.p.stdout.readline())
-        return j["decode_tok_s"], j["ids"]
+        return j["decode_tok_s"], j.get("ids", [])
 
     def close(self):
         self.p.stdin.write("quit\n")
@@ -67,11 +79,11 @@ class Ours:
 
 
 class Llama:
-    def __init__(self, gguf, ids, threads, flash, capacity):
+    def __init__(self, gguf, ids, threads, flash, capacity, mmap):
         import llama_cpp
         self.llama_cpp = llama_cpp
         self.llm = llama_cpp.Llama(model_path=gguf, n_ctx=capacity, n_threads=threads, n_threads_batch=threads,
-                                   n_batch=512, n_ubatch=512, flash_attn=flash, verbose=False,
+                                   n_batch=512, n_ubatch=512, flash_attn=flash, verbose=False, use_mmap=mmap,
                                    # llama.cpp takes a DeepSeek-V2 file without q_lora_rank to be V2-Lite only
                                    # when it has 26 or 27 layers (src/models/deepseek2.cpp); 0 says so for ours
                                    kv_overrides={"deepseek2.attention.q_lora_rank": 0})
@@ -140,6 +152,8 @@ def main():
     ap.add_argument("--flash", default="off,on", help="llama.cpp flash attention settings, e.g. off,on")
     ap.add_argument("--flash-long", default="on", help="the settings above --both-prefill-max")
     ap.add_argument("--both-prefill-max", type=int, default=8192)
+    ap.add_argument("--llama-mmap", default="on", choices=["on", "off"],
+                    help="llama.cpp maps the file (its default) or reads it into its own memory")
     a = ap.parse_args()
     exe = os.path.join(a.build, "bench", "decode_bursts")
     vocab = json.load(open(os.path.join(a.model, "config.json")))["vocab_size"]
@@ -156,14 +170,16 @@ def main():
         warm(a.gguf)
         llamas = {}
         for fl in (a.flash if both else a.flash_long).split(","):
-            llamas[fl] = Llama(a.gguf, ids, a.threads, fl == "on", n + a.burst + 8)
+            llamas[fl] = Llama(a.gguf, ids, a.threads, fl == "on", n + a.burst + 8, a.llama_mmap == "on")
             print(json.dumps({"context": n, "llama_flash": fl, "prefill_tok_s": llamas[fl].prefill}), flush=True)
-        sides = ["ours f32", "ours bf16"] + ["llama " + fl for fl in llamas]
+        sides = ["read", "ours f32", "ours bf16"] + ["llama " + fl for fl in llamas]
         rates = {s: [] for s in sides}
         gens = {}
         for r in range(a.rounds):
             for s in sides[r % len(sides):] + sides[:r % len(sides)]:
-                if s.startswith("ours"):
+                if s == "read":
+                    rate, gen = ours.burst("read", a.burst)
+                elif s.startswith("ours"):
                     rate, gen = ours.burst(s.split()[1], a.burst)
                 else:
                     rate, gen = llamas[s.split()[1]].burst(a.burst)
@@ -175,22 +191,36 @@ def main():
             del l.llm
         os.unlink(ids_path)
         ref = gens["ours f32"]
+        best_llama_round = [max(rates[s][r] for s in sides if s.startswith("llama")) for r in range(a.rounds)]
         for s in sides:
-            pf = ours.prefill.get(s.split()[1]) if s.startswith("ours") else llamas[s.split()[1]].prefill
+            if s == "read":
+                pf = None
+            else:
+                pf = ours.prefill.get(s.split()[1]) if s.startswith("ours") else llamas[s.split()[1]].prefill
             rows.append({"context": n, "side": s, "prefill_tok_s": pf, "decode_median": statistics.median(rates[s]),
-                         "decode_best": max(rates[s]), "agree": agree(gens[s], ref)})
+                         "decode_best": max(rates[s]), "agree": agree(gens[s], ref) if s != "read" else None,
+                         "of_read": statistics.median(rates[s][r] / rates["read"][r] for r in range(a.rounds)),
+                         "vs_best_llama_by_round": statistics.median(rates[s][r] / best_llama_round[r]
+                                                                     for r in range(a.rounds))})
         if n in hf:
             pf, dec, gen = transformers_run(a.model, ids, a.burst, a.threads)
             rows.append({"context": n, "side": "transformers bf16 sdpa", "prefill_tok_s": pf, "decode_median": dec,
                          "decode_best": dec, "agree": agree(gen, ref)})
             print(json.dumps(rows[-1]), flush=True)
 
-    print("\n| context | side | prefill tok/s | decode tok/s, median of rounds | best round | greedy ids equal to ours f32 (of %d) |"
-          % a.burst)
-    print("|---|---|---|---|---|---|")
+    print("\n| context | side | prefill tok/s | decode tok/s, median of rounds | best round | share of read (median by round) "
+          "| / best llama.cpp (median by round) | greedy ids equal to ours f32 (of %d) |" % a.burst)
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        pf = "%.1f" % r["prefill_tok_s"] if r["prefill_tok_s"] else "(from the bf16 prefill)"
-        print("| %d | %s | %s | %.2f | %.2f | %d |" % (r["context"], r["side"], pf, r["decode_median"], r["decode_best"], r["agree"]))
+        if r["side"] == "read":
+            pf = "-"
+        else:
+            pf = "%.1f" % r["prefill_tok_s"] if r["prefill_tok_s"] else "(from the bf16 prefill)"
+        share = "%.2f" % r["of_read"] if "of_read" in r else "-"
+        vs = "%.2f" % r["vs_best_llama_by_round"] if "vs_best_llama_by_round" in r else "-"
+        ag = "-" if r["agree"] is None else "%d" % r["agree"]
+        print("| %d | %s | %s | %.2f | %.2f | %s | %s | %s |" % (r["context"], r["side"], pf, r["decode_median"], r["decode_best"],
+                                                              share, vs, ag))
     for n in sorted({r["context"] for r in rows}):
         med = {r["side"]: r["decode_median"] for r in rows if r["context"] == n}
         best_llama = max(v for s, v in med.items() if s.startswith("llama"))
