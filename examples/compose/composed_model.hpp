@@ -54,7 +54,8 @@ class ComposedModel {
       throw Error("plain multi-head attention (use_mla: false) is not composed here: use models::DeepSeekV3",
                   at_field("use_mla", config_json));
     const int64_t d = c_.hidden_size, V = c_.vocab_size;
-    const io::Weights root = io::Weights(ckpt_).on(B::device), model = root.sub("model");  // uploaded once on a GPU
+    weights_ = io::Weights(ckpt_).on(B::device);  // uploaded once on a GPU, kept by weights_
+    const io::Weights model = weights_.sub("model");
     embed_tokens_ = model.get("embed_tokens.weight", Shape{V, d}, {DType::f32, DType::bf16});
     const nn::Rope rope(c_, c_.qk_rope_head_dim, nn::RopeLayout::interleaved);
     const float scale = float(nn::mla_softmax_scale(c_)), eps = float(c_.rms_norm_eps);
@@ -78,7 +79,7 @@ class ComposedModel {
     if (c_.tie_word_embeddings)
       lm_head_.weight = embed_tokens_;
     else
-      lm_head_ = root.matrix("lm_head", V, d);
+      lm_head_ = weights_.matrix("lm_head", V, d);
   }
 
   static std::vector<int> all_layers(const io::ModelConfig& c) {
@@ -154,6 +155,9 @@ class ComposedModel {
   }
 
   std::shared_ptr<const io::Checkpoint> ckpt_;  // owns the mapped weights the blocks view
+  // On a GPU the blocks' views point into uploads that live as long as a view of their family
+  // does (io/weights.hpp): this one keeps them for the model's life. (On the CPU: the mapping.)
+  io::Weights weights_;
   io::ModelConfig c_;
   TensorView embed_tokens_;
   std::vector<Layer> layers_;

@@ -8,7 +8,8 @@
 //
 // on(Device::cuda) gives a view whose get() / matrix() return device tensors: each tensor is
 // uploaded in its checkpoint dtype the first time any view of that family asks for it, and kept
-// while any of them lives (blocks hold views, so a model built from it owns its device weights).
+// while any of them lives: the blocks hold plain TensorViews into the uploads, so a model keeps its
+// root view as a member (models::DeepSeekV3::weights_ and the others) to own its device weights.
 // The checks (names, shapes, dtypes) run on the checkpoint's header first, as on the CPU.
 #pragma once
 

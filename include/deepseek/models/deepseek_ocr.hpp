@@ -142,7 +142,8 @@ class DeepSeekOcr {
       throw Error("the vision projector gives " + std::to_string(encoder_.n_embed()) + " features per token but the decoder's hidden_size is " +
                       std::to_string(d_),
                   at_field("projector_config.n_embed", dir + "/config.json"));
-    const io::Weights model = io::Weights(ckpt_).on(B::device).sub("model");
+    weights_ = io::Weights(ckpt_).on(B::device);
+    const io::Weights model = weights_.sub("model");
     const std::initializer_list<DType> fl = {DType::f32, DType::bf16, DType::f16};
     newline_ = backend::Ops<B>::vector_f32(model.get("image_newline", Shape{d_}, fl));
     separator_ = backend::Ops<B>::vector_f32(model.get("view_seperator", Shape{d_}, fl));
@@ -284,6 +285,9 @@ class DeepSeekOcr {
   }
 
   std::shared_ptr<const io::Checkpoint> ckpt_;
+  // On a GPU the blocks' views point into uploads that live as long as a view of their family
+  // does (io/weights.hpp): this one keeps them for the model's life. (On the CPU: the mapping.)
+  io::Weights weights_;
   DeepSeekV3<B> decoder_;
   tokenizer::Tokenizer tok_;
   nn::DeepEncoder<B> encoder_;

@@ -77,7 +77,8 @@ class DeepSeekV3 {
     if (c_.model_type == "deepseek_v4")
       throw Error("a DeepSeek-V4 checkpoint: load it with models::DeepSeekV4 (models/deepseek_v4.hpp)", in_file(ckpt_->dir()));
     // On a GPU backend every tensor is uploaded once, in its checkpoint dtype (io/weights.hpp).
-    const io::Weights root = io::Weights(ckpt_).on(B::device).with_activations(opts.activations);
+    weights_ = io::Weights(ckpt_).on(B::device).with_activations(opts.activations);
+    const io::Weights& root = weights_;
     io::Weights model = root.sub("model");
     const int64_t d = c_.hidden_size, V = c_.vocab_size;
     embed_ = model.get("embed_tokens.weight", Shape{V, d}, {DType::f32, DType::bf16});
@@ -320,6 +321,9 @@ class DeepSeekV3 {
   }
 
   std::shared_ptr<const io::Checkpoint> ckpt_;
+  // On a GPU the blocks' views point into uploads that live as long as a view of their family
+  // does (io/weights.hpp): this one keeps them for the model's life. (On the CPU: the mapping.)
+  io::Weights weights_;
   io::ModelConfig c_;
   LoadOptions opts_;
   TensorView embed_;

@@ -36,7 +36,8 @@ class MtpHead {
     if (c_.num_nextn_predict_layers < 1)
       throw Error("checkpoint has no MTP module (num_nextn_predict_layers is 0)",
                   at_field("num_nextn_predict_layers", where));
-    io::Weights layers = io::Weights(ckpt).on(B::device).with_activations(model.options().activations).sub("model").sub("layers");
+    weights_ = io::Weights(ckpt).on(B::device).with_activations(model.options().activations);
+    const io::Weights layers = weights_.sub("model").sub("layers");
     const nn::Rope rope(c_, c_.qk_rope_head_dim, nn::RopeLayout::interleaved);
     const float scale = float(nn::mla_softmax_scale(c_));
     for (int k = 0; k < c_.num_nextn_predict_layers; ++k) {
@@ -82,6 +83,9 @@ class MtpHead {
   }
 
  private:
+  // On a GPU the blocks' views point into uploads that live as long as a view of their family
+  // does (io/weights.hpp): this one keeps them for the model's life. (On the CPU: the mapping.)
+  io::Weights weights_;
   // A copy of x [n] in host memory (the failure path of a NaN check names the first bad value).
   static std::vector<float> on_host(const float* x, int64_t n) {
     std::vector<float> h(static_cast<size_t>(n));
