@@ -44,6 +44,11 @@ TEST_CASE("reads every dtype written by the Python safetensors package", "[safet
   REQUIRE(f16_to_f32(t4.data_as<uint16_t>()[11]) == 5.5f);
   REQUIRE(f->view("f32_to_bf16").dtype() == DType::bf16);
   REQUIRE(f->view("f32_to_f8_e4m3").dtype() == DType::f8_e4m3);
+  // float8_e8m0fnu, the dtype of DeepSeek-V4's ue8m0 block scales: all 256 encodings, 2^(b - 127).
+  const TensorView e8 = f->view("e8m0_all");
+  REQUIRE(e8.dtype() == DType::e8m0);
+  REQUIRE(e8.shape() == Shape{256});
+  REQUIRE(e8m0_to_f32(e8.data_as<uint8_t>()[127]) == 1.0f);
   REQUIRE_THROWS_WITH(f->view("nope"), Catch::Contains("no such tensor") && Catch::Contains("nope"));
 }
 
@@ -67,6 +72,27 @@ TEST_CASE("a valid hand-made header parses", "[safetensors]") {
   REQUIRE(h.tensors.size() == 1);
   REQUIRE(h.metadata.at("format") == "pt");
   REQUIRE(h.tensors[0].shape == Shape{2});
+}
+
+TEST_CASE("F8_E8M0 tensors parse as e8m0, one byte per element", "[safetensors]") {
+  // A V4-style FP8 pair: an e4m3 weight [2, 4] and its ue8m0 block scale [1, 1].
+  auto bytes = safetensors_bytes(R"({"w.weight":{"dtype":"F8_E4M3","shape":[2,4],"data_offsets":[0,8]},)"
+                                 R"("w.scale":{"dtype":"F8_E8M0","shape":[1,1],"data_offsets":[8,9]}})",
+                                 std::vector<uint8_t>(9, 127));
+  auto h = io::parse_safetensors_header(bytes.data(), bytes.size(), "v4.safetensors");
+  REQUIRE(h.tensors.size() == 2);
+  const auto scale =
+      std::find_if(h.tensors.begin(), h.tensors.end(), [](const io::TensorInfo& t) { return t.name == "w.scale"; });
+  REQUIRE(scale != h.tensors.end());
+  REQUIRE(scale->dtype == DType::e8m0);
+  REQUIRE(scale->shape == Shape{1, 1});
+  REQUIRE(std::string(dtype_name(DType::e8m0)) == "e8m0");
+  // The byte count is checked against one byte per element.
+  REQUIRE_THAT(parse_error(safetensors_bytes(R"({"s":{"dtype":"F8_E8M0","shape":[2,3],"data_offsets":[0,8]}})", k8)),
+               Catch::Contains("needs 6 bytes"));
+  // The dtype string is case-sensitive, as in the safetensors format.
+  REQUIRE_THAT(parse_error(safetensors_bytes(R"({"s":{"dtype":"f8_e8m0","shape":[8],"data_offsets":[0,8]}})", k8)),
+               Catch::Contains("unknown or unsupported dtype \"f8_e8m0\""));
 }
 
 TEST_CASE("malformed safetensors headers give clear errors", "[safetensors][malformed]") {

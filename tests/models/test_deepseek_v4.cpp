@@ -2,7 +2,8 @@
 // the model is described in tests/fixtures/models/V4_NOTES.md): logits of a full forward within 1e-4
 // relative, the greedy continuation, the indexer's selections and the router's experts identical, the
 // intermediates (attention outputs, compressed entries, indexer keys, final streams) close; cached
-// decode and chunked prefill equal the full recompute; bad configs and tensors give errors naming them.
+// decode and chunked prefill equal the full recompute; bf16 and FP8 (e4m3 + ue8m0 `.scale`) copies of
+// v4_tiny give the logits of the same values stored in f32; bad configs and tensors give errors naming them.
 //
 // Tolerances: the reference is f32 math on the stored f32 weights; we do the same math in another
 // order (blocked dot products, the routed experts summed per expert), which moves logits by ~1e-6
@@ -114,7 +115,170 @@ std::string rounded_copy(const std::string& tag, bool bf16) {
   return dir;
 }
 
+// One tensor of a checkpoint written by write_checkpoint.
+struct StTensor {
+  std::string name, dtype;
+  std::vector<int64_t> shape;
+  std::string bytes;
+};
+
+// Writes `tensors` as dir/model.safetensors, 8-byte elements first, then 4, 2, 1, so every tensor
+// stays aligned for its dtype with no holes between them.
+void write_checkpoint(const std::string& dir, std::vector<StTensor> tensors) {
+  auto width = [](const StTensor& t) {
+    const auto d = dtype_from_safetensors(t.dtype);
+    return d ? dtype_size(*d) : 1;
+  };
+  std::stable_sort(tensors.begin(), tensors.end(),
+                   [&](const StTensor& a, const StTensor& b) { return width(a) > width(b); });
+  io::Json header = io::Json::object();
+  std::string data;
+  for (const StTensor& t : tensors) {
+    header[t.name] = {
+        {"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {data.size(), data.size() + t.bytes.size()}}};
+    data += t.bytes;
+  }
+  std::string h = header.dump();
+  h.append((8 - h.size() % 8) % 8, ' ');
+  std::ofstream out(std::filesystem::path(dir) / "model.safetensors", std::ios::binary);
+  const uint64_t len = h.size();
+  out.write(reinterpret_cast<const char*>(&len), 8);
+  out << h << data;
+}
+
+// How fp8_copy stores the linears of v4_tiny.
+enum class Fp8Copy {
+  e4m3,          // f8_e4m3 `X.weight` + F8_E8M0 `X.scale`, as released
+  dequantized,   // the same values, exactly dequantized, in F32
+  v3_scale_inv,  // f8_e4m3 + V3's F32 `X.weight_scale_inv`
+  bad_shape,     // as e4m3, with layers.1.attn.wq_b.scale of shape [2, 1] instead of [1, 1]
+  bad_dtype,     // as e4m3, with layers.1.attn.wq_b.scale in BF16
+  nan_scale,     // as e4m3, with layers.1.attn.wq_b.scale = 0xFF (F8_E8M0's NaN)
+  no_scale,      // as e4m3, without layers.1.attn.wq_b.scale
+};
+
+// A copy of v4_tiny whose 2-D linears (every `X.weight` but embed.weight) are quantized to e4m3 in
+// 128 x 128 blocks. Each block's scale s is a power of two: the smallest with amax / s <= 448 (so
+// every value fits e4m3's range), doubled on every other block so that neighbouring blocks differ
+// (head.weight [256, 64] has two row blocks) and a kernel that reads the wrong block's scale shows.
+std::string fp8_copy(const std::string& tag, Fp8Copy mode) {
+  namespace fs = std::filesystem;
+  const std::string dir = with_config("v4_tiny", tag, [](io::Json& j) {
+    j["quantization_config"] = {{"activation_scheme", "dynamic"},
+                                {"fmt", "e4m3"},
+                                {"quant_method", "fp8"},
+                                {"scale_fmt", "ue8m0"},
+                                {"weight_block_size", {128, 128}}};
+  });
+  fs::remove(fs::path(dir) / "model.safetensors");
+  auto f = io::SafetensorsFile::open(kModels + "v4_tiny/model.safetensors");
+  std::vector<StTensor> out;
+  auto raw = [](const void* p, size_t n) { return std::string(static_cast<const char*>(p), n); };
+  for (const io::TensorInfo& t : f->tensors()) {
+    const TensorView v = f->view(t);
+    const std::vector<int64_t> shape(t.shape.dims.begin(), t.shape.dims.begin() + t.shape.rank);
+    const std::string suffix = ".weight";
+    const bool linear = t.shape.rank == 2 && t.name != "embed.weight" && t.name.size() > suffix.size() &&
+                        t.name.compare(t.name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    if (!linear) {
+      out.push_back({t.name, t.dtype == DType::i64 ? "I64" : "F32", shape, raw(v.data(), size_t(v.nbytes()))});
+      continue;
+    }
+    REQUIRE(t.dtype == DType::f32);
+    const int64_t rows = t.shape.dims[0], cols = t.shape.dims[1], sr = (rows + 127) / 128, sc = (cols + 127) / 128;
+    const float* x = v.data_as<const float>();
+    std::vector<float> scale(size_t(sr * sc)), deq(size_t(rows * cols));
+    std::vector<uint8_t> q(size_t(rows * cols)), e8(size_t(sr * sc));
+    for (int64_t bi = 0; bi < sr; ++bi)
+      for (int64_t bj = 0; bj < sc; ++bj) {
+        float amax = 0;
+        for (int64_t r = bi * 128; r < std::min(rows, bi * 128 + 128); ++r)
+          for (int64_t c = bj * 128; c < std::min(cols, bj * 128 + 128); ++c)
+            amax = std::max(amax, std::fabs(x[r * cols + c]));
+        const float s = (amax > 0 ? pow2_ceil(amax / 448.0f) : 1.0f) * float(1 + (bi + bj) % 2);
+        scale[size_t(bi * sc + bj)] = s;
+        e8[size_t(bi * sc + bj)] = f32_to_e8m0(s);
+        REQUIRE(e8m0_to_f32(e8[size_t(bi * sc + bj)]) == s);
+        for (int64_t r = bi * 128; r < std::min(rows, bi * 128 + 128); ++r)
+          for (int64_t c = bj * 128; c < std::min(cols, bj * 128 + 128); ++c) {
+            const size_t i = size_t(r * cols + c);
+            q[i] = f32_to_f8_e4m3(x[i] / s);  // x / s is exact (a power of two) and within +-448
+            deq[i] = f8_e4m3_to_f32(q[i]) * s;
+          }
+      }
+    const std::string base = t.name.substr(0, t.name.size() - suffix.size());
+    if (mode == Fp8Copy::dequantized) {
+      out.push_back({t.name, "F32", shape, raw(deq.data(), deq.size() * 4)});
+      continue;
+    }
+    out.push_back({t.name, "F8_E4M3", shape, raw(q.data(), q.size())});
+    const bool target = base == "layers.1.attn.wq_b";
+    if (mode == Fp8Copy::v3_scale_inv)
+      out.push_back({base + ".weight_scale_inv", "F32", {sr, sc}, raw(scale.data(), scale.size() * 4)});
+    else if (mode == Fp8Copy::bad_shape && target)
+      out.push_back({base + ".scale", "F8_E8M0", {sr + 1, sc}, std::string(size_t((sr + 1) * sc), char(127))});
+    else if (mode == Fp8Copy::bad_dtype && target)
+      out.push_back({base + ".scale", "BF16", {sr, sc}, std::string(size_t(sr * sc) * 2, char(0))});
+    else if (mode == Fp8Copy::nan_scale && target)
+      out.push_back({base + ".scale", "F8_E8M0", {sr, sc}, std::string(size_t(sr * sc), char(0xff))});
+    else if (mode == Fp8Copy::no_scale && target)
+      continue;
+    else
+      out.push_back({base + ".scale", "F8_E8M0", {sr, sc}, raw(e8.data(), e8.size())});
+  }
+  write_checkpoint(dir, out);
+  return dir;
+}
+
 }  // namespace
+
+TEST_CASE("V4 FP8 e4m3 weights with ue8m0 block scales run as stored", "[model][v4][fp8]") {
+  // The FP8 kernels with f32 activations multiply e4m3(w) by x * s exactly (s is a power of two),
+  // the same products the F32 copy of the dequantized values forms, so the two checkpoints differ
+  // only in summation order (~1e-6 relative). Against the unquantized reference the e4m3 rounding
+  // (3 mantissa bits) must show. V3's f32 weight_scale_inv spelling of the same scales gives the
+  // same logits bit for bit.
+  const std::string q = fp8_copy("fp8", Fp8Copy::e4m3), d = fp8_copy("fp8-dequant", Fp8Copy::dequantized),
+                    v3 = fp8_copy("fp8-scale-inv", Fp8Copy::v3_scale_inv);
+  auto ref = load_reference("v4_tiny");
+  const int64_t T = int64_t(ref.ids.size());
+  const Model fp8 = load(q);
+  const auto lq = full_logits(fp8, ref.ids), ld = full_logits(load(d), ref.ids), l3 = full_logits(load(v3), ref.ids);
+  const double vs_dequant = max_rel_rows(lq.data(), ld.data(), T, 256);
+  const double vs_ref = max_rel_rows(lq.data(), ref.logits.data_as<float>(), T, 256);
+  WARN("v4_tiny FP8: vs dequantized f32 " << vs_dequant << ", vs unquantized reference " << vs_ref);
+  REQUIRE(vs_dequant < 1e-5);
+  REQUIRE(vs_ref > 1e-4);  // the quantization shows
+  REQUIRE(lq == l3);
+  // Cached decode over the FP8 weights (the small-n kernels) equals the full forward too.
+  auto cache = fp8.make_cache(T);
+  std::vector<float> step(size_t(T * 256));
+  fp8.forward(ref.ids.data(), 7, cache, step.data(), true);
+  for (int64_t t = 7; t < T; ++t) fp8.forward(ref.ids.data() + t, 1, cache, step.data() + t * 256);
+  REQUIRE(max_rel_rows(step.data(), lq.data(), T, 256) < 1e-5);
+  for (const std::string& dir : {q, d, v3}) std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("V4 FP8 block scales that are wrong or missing name the tensor", "[model][v4][fp8][malformed]") {
+  auto expect = [](Fp8Copy mode, const std::string& tag, const std::vector<std::string>& fragments) {
+    const std::string dir = fp8_copy(tag, mode);
+    std::string message = "no error";
+    try {
+      load(dir);
+    } catch (const Error& e) {
+      message = e.what();
+    }
+    for (const std::string& f : fragments) REQUIRE_THAT(message, Catch::Contains(f));
+    std::filesystem::remove_all(dir);
+  };
+  expect(Fp8Copy::bad_shape, "fp8-bad-shape",
+         {"layers.1.attn.wq_b.scale", "expected shape [1, 1] (the weight's [128, 48] in 128x128 blocks",
+          "the checkpoint has [2, 1]"});
+  expect(Fp8Copy::bad_dtype, "fp8-bad-dtype",
+         {"layers.1.attn.wq_b.scale", "unsupported dtype bf16 for an FP8 block scale"});
+  expect(Fp8Copy::nan_scale, "fp8-nan-scale", {"layers.1.attn.wq_b.scale", "block scale [0, 0] is 0xFF"});
+  expect(Fp8Copy::no_scale, "fp8-no-scale", {"layers.1.attn.wq_b.weight", "f8_e4m3 weight without its block scales"});
+}
 
 TEST_CASE("V4 bf16 weights run as stored", "[model][v4][bf16]") {
   // bf16 linears widen exactly to f32 in the kernels and the norm / mHC / ape vectors are widened

@@ -3,6 +3,9 @@
 // For f8_e4m3, `scale_inv` holds one f32 multiplier per block_rows x block_cols block (the last
 // block in each dimension may be partial): W[i, j] = e4m3(Wq[i, j]) * scale_inv[i / br, j / bc].
 // DeepSeek's FP8 checkpoints use 128 x 128 blocks. Kernels dequantize on the fly.
+// scale_inv either points into the checkpoint's mapping (V3's f32 `weight_scale_inv`) or into
+// scale_storage, which a loader fills when the stored scales are another dtype (DeepSeek-V4's
+// ue8m0 `.scale` bytes, widened to f32 once at load: 1 value per 16384 weights).
 #pragma once
 
 #include "deepseek/core/dtype.hpp"
@@ -20,6 +23,7 @@ enum class ActivationDType { f32, bf16 };
 struct BlockQuantMatrix {
   TensorView weight;     // [rows, cols]
   TensorView scale_inv;  // [ceil(rows / br), ceil(cols / bc)] f32; empty unless weight is f8_e4m3
+  Tensor scale_storage;  // owns scale_inv when the loader converted the scales; else empty
   int block_rows = 128, block_cols = 128;
   ActivationDType activations = ActivationDType::f32;
 

@@ -1,5 +1,6 @@
 // DeepSeek-V4 text models (DeepseekV4ForCausalLM; V4_NOTES.md beside the v4 fixtures), on a backend B,
-// loading the released tensor names as stored (f32 / bf16; FP8 / FP4 are refused by name).
+// loading the released tensor names as stored (f32 / bf16, and the FP8 e4m3 linears with their ue8m0
+// `.scale` blocks: nn/v4_weights.hpp; the FP4 experts are refused by name).
 //
 //   X0[t, j] = embed[id_t] for each of the hc streams j      embed.weight [vocab, d]
 //   X_{l+1} = Block_l(X_l):                                  layers.{l}.*
@@ -110,7 +111,8 @@ class DeepSeekV4 {
         opts_(opts),
         v_(io::load_v4_config((std::filesystem::path(ckpt_->dir()) / "config.json").string(), c_)) {
     if (!ckpt_->has_weights()) throw Error("checkpoint has no weights (config-only directory)", in_file(ckpt_->dir()));
-    const io::Weights w = io::Weights(ckpt_).on(B::device).with_activations(opts.activations);
+    weights_ = io::Weights(ckpt_).on(B::device).with_activations(opts.activations);
+    const io::Weights& w = weights_;
     const int64_t d = c_.hidden_size, V = c_.vocab_size;
     const float eps = float(c_.rms_norm_eps);
     embed_ = w.get("embed.weight", Shape{V, d}, {DType::f32, DType::bf16});
@@ -210,6 +212,9 @@ class DeepSeekV4 {
 
  private:
   std::shared_ptr<const io::Checkpoint> ckpt_;
+  // On a GPU the views point into uploads that live as long as a view of their family does
+  // (io/weights.hpp): this one keeps them for the model's life. (On the CPU: the mapping.)
+  io::Weights weights_;
   io::ModelConfig c_;
   LoadOptions opts_;
   io::V4Config v_;
@@ -239,8 +244,8 @@ class DeepSeekV4Mtp {
     if (c.num_nextn_predict_layers < 1)
       throw Error("checkpoint has no MTP module (num_nextn_predict_layers is 0)",
                   at_field("num_nextn_predict_layers", model.checkpoint().dir() + "/config.json"));
-    const io::Weights w =
-        io::Weights(model.checkpoint_ptr()).on(B::device).with_activations(model.options().activations).sub("mtp.0");
+    weights_ = io::Weights(model.checkpoint_ptr()).on(B::device).with_activations(model.options().activations);
+    const io::Weights w = weights_.sub("mtp.0");
     const int64_t d = c.hidden_size;
     const float eps = float(c.rms_norm_eps);
     const int L = c.num_hidden_layers;
@@ -290,6 +295,9 @@ class DeepSeekV4Mtp {
 
  private:
   const DeepSeekV4<B>* model_;
+  // On a GPU the views point into uploads that live as long as a view of their family does
+  // (io/weights.hpp): this one keeps them for the model's life. (On the CPU: the mapping.)
+  io::Weights weights_;
   std::shared_ptr<const V4Block<B>> block_;
   BlockQuantMatrix e_proj_, h_proj_;
   nn::RmsNorm<B> enorm_, hnorm_, norm_;
