@@ -19,6 +19,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include "decode_weights.hpp"
 #include "memory_bandwidth.hpp"
 
 #include <chrono>
@@ -41,31 +42,6 @@ struct Loaded {
   double bytes_per_token = 0;  // weight bytes one decode step reads
 };
 
-// Bytes of the weights one token touches: attention, norms, dense MLP or router + top-k experts +
-// shared experts per layer, and lm_head (the embedding contributes one row).
-double decode_bytes(const io::Checkpoint& ck) {
-  const auto& c = ck.config();
-  auto bytes = [&](const std::string& name) {
-    double b = 0;
-    for (const char* suffix : {".weight", ".weight_scale_inv"})
-      if (const io::TensorInfo* t = ck.find(name + suffix)) b += double(t->end - t->begin);
-    return b;
-  };
-  double total = bytes("lm_head") + bytes("model.norm");
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    for (const char* n : {"input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.q_a_proj", "self_attn.q_b_proj",
-                          "self_attn.q_a_layernorm", "self_attn.kv_a_proj_with_mqa", "self_attn.kv_a_layernorm",
-                          "self_attn.kv_b_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "mlp.gate",
-                          "mlp.shared_experts.gate_proj", "mlp.shared_experts.up_proj", "mlp.shared_experts.down_proj"})
-      total += bytes(p + n);
-    if (c.is_moe_layer(l))
-      total += c.num_experts_per_tok * (bytes(p + "mlp.experts.0.gate_proj") + bytes(p + "mlp.experts.0.up_proj") +
-                                        bytes(p + "mlp.experts.0.down_proj"));
-  }
-  return total;
-}
-
 Loaded& load(bool fp8, bool bf16_activations) {
   static std::map<std::pair<bool, bool>, Loaded> cache;
   auto it = cache.find({fp8, bf16_activations});
@@ -76,7 +52,7 @@ Loaded& load(bool fp8, bool bf16_activations) {
   bench::make_v2_lite_checkpoint(dir, layers, fp8);
   Loaded l;
   auto ck = io::Checkpoint::open(dir);
-  l.bytes_per_token = decode_bytes(*ck);
+  l.bytes_per_token = bench::decode_step_bytes(*ck);
   models::LoadOptions o;
   o.activations = bf16_activations ? ActivationDType::bf16 : ActivationDType::f32;
   l.model = std::make_shared<models::DeepSeekV3<cpu>>(ck, o);

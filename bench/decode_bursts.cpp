@@ -24,6 +24,8 @@
 #include <deepseek/core/limits.hpp>
 #include <deepseek/deepseek.hpp>
 
+#include "decode_weights.hpp"
+
 #include <chrono>
 #include <cstring>
 #if defined(__AVX2__)
@@ -59,35 +61,6 @@ std::vector<int32_t> read_ids(const std::string& path) {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// The weights one decode step reads (bench_model.cpp's decode_bytes counts the same), with the
-// routed experts of step `step`: num_experts_per_tok of them, spread over the layer's experts.
-std::vector<std::pair<const uint8_t*, size_t>> step_weights(const io::Checkpoint& ck, int64_t step) {
-  const auto& c = ck.config();
-  std::vector<std::pair<const uint8_t*, size_t>> parts;
-  auto add = [&](const std::string& name) {
-    for (const char* suffix : {".weight", ".weight_scale_inv"})
-      if (ck.find(name + suffix)) {
-        const TensorView v = ck.view(name + suffix);
-        parts.push_back({static_cast<const uint8_t*>(v.data()), size_t(v.numel()) * dtype_size(v.dtype())});
-      }
-  };
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    for (const char* n : {"self_attn.q_proj", "self_attn.q_a_proj", "self_attn.q_b_proj", "self_attn.kv_a_proj_with_mqa",
-                          "self_attn.kv_b_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
-                          "mlp.gate", "mlp.shared_experts.gate_proj", "mlp.shared_experts.up_proj",
-                          "mlp.shared_experts.down_proj"})
-      add(p + n);
-    if (c.is_moe_layer(l))
-      for (int k = 0; k < c.num_experts_per_tok; ++k) {
-        const int64_t e = (int64_t(k) * 7 + step * 13 + l) % c.n_routed_experts;
-        for (const char* n : {"gate_proj", "up_proj", "down_proj"}) add(p + "mlp.experts." + std::to_string(e) + "." + n);
-      }
-  }
-  add("lm_head");
-  return parts;
 }
 
 // Thread t of T XORs its share [t/T, (t+1)/T) of every part into four 256-bit chains, 128 bytes
@@ -182,7 +155,7 @@ int main(int argc, char** argv) try {
     if ((mode != "f32" && mode != "bf16" && mode != "read") || k < 1 || k > 4096) throw Error("bad command: " + line);
     if (mode == "read") {
       std::vector<std::vector<std::pair<const uint8_t*, size_t>>> steps;
-      for (long long i = 1; i < k; ++i) steps.push_back(step_weights(*ckpt, i));
+      for (long long i = 1; i < k; ++i) steps.push_back(bench::decode_step_weights(*ckpt, i));
       const int T = num_threads();
       double bytes = 0;
       for (const auto& [p, b] : steps.empty() ? decltype(steps)::value_type{} : steps[0]) bytes += double(b);
